@@ -1,0 +1,135 @@
+"""The one place that checks targets the way Mask R-CNN needs them.
+
+Every data set calls :func:`validate_target` on each sample. Problems that make the data set wrong
+(labels out of range, a mask that does not match its image) raise :class:`InvalidTargetError`
+naming the source and the fix. Instances that simply cannot be trained on (an empty mask, a box
+of zero width) are dropped and *counted*, so training and ``mrcnn.data.check`` can say so.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+
+# Reasons an instance is dropped; the keys of the counters returned by validate_target.
+EMPTY_MASK = "empty_mask"
+DEGENERATE_BOX = "degenerate_box"
+CLIPPED_BOX = "clipped_box"  # kept, but its box stuck out of the image and was clipped
+
+
+class InvalidTargetError(ValueError):
+    """A target that no training can use; the message names the file, the instance and the fix."""
+
+
+def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
+    """Tight XYXY boxes around each mask, covering whole pixels (``x2 = last column + 1``).
+
+    This matches pycocotools' ``toBbox`` (``w = xmax - xmin + 1``); torchvision's
+    ``masks_to_boxes`` gives ``x2 = last column``, a zero-width box for a one-pixel-wide mask.
+    Empty masks give an all-zero (degenerate) box.
+    """
+    n = masks.shape[0]
+    boxes = torch.zeros((n, 4), dtype=torch.float32)
+    if n == 0:
+        return boxes
+    any_rows = (masks != 0).any(dim=2)  # [N, H]
+    any_cols = (masks != 0).any(dim=1)  # [N, W]
+    for i in range(n):
+        ys = torch.nonzero(any_rows[i]).flatten()
+        xs = torch.nonzero(any_cols[i]).flatten()
+        if len(xs) and len(ys):
+            boxes[i] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float32)
+    return boxes
+
+
+def make_target(
+    masks: torch.Tensor,
+    labels: torch.Tensor | list[int],
+    image_id: int,
+    boxes: torch.Tensor | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A target in the form every data set returns: tv_tensors that v2 transforms move together."""
+    height, width = masks.shape[-2:]
+    if boxes is None:
+        boxes = boxes_from_masks(masks)
+    return {
+        "boxes": tv_tensors.BoundingBoxes(
+            boxes.reshape(-1, 4).float(), format="XYXY", canvas_size=(height, width)
+        ),
+        "masks": tv_tensors.Mask(masks.to(torch.uint8)),
+        "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
+        "image_id": int(image_id),
+        **extra,
+    }
+
+
+def validate_target(
+    target: dict[str, Any],
+    image_size: tuple[int, int],
+    num_categories: int,
+    source: str,
+) -> tuple[dict[str, Any], Counter]:
+    """Check one target and drop instances that cannot be trained on.
+
+    Args:
+        target: ``boxes`` [N,4] XYXY, ``labels`` [N] int64, ``masks`` [N,H,W], ``image_id``.
+        image_size: ``(height, width)`` of the image the target belongs to.
+        num_categories: labels must lie in ``1..num_categories`` (0 is background).
+        source: how to find the sample again (file and image id), used in every message.
+
+    Returns:
+        The target with valid instances only (masks as uint8, boxes clipped to the image) and a
+        counter of what was dropped or clipped (keys :data:`EMPTY_MASK`, :data:`DEGENERATE_BOX`,
+        :data:`CLIPPED_BOX`).
+    """
+    height, width = image_size
+    boxes, labels, masks = target["boxes"], target["labels"], target["masks"]
+    n = len(labels)
+    if boxes.shape != (n, 4) or masks.ndim != 3 or masks.shape[0] != n:
+        raise InvalidTargetError(
+            f"{source}: target has {n} labels, boxes of shape {tuple(boxes.shape)} and masks of "
+            f"shape {tuple(masks.shape)}; expected boxes [N,4] and masks [N,H,W] with N = {n}."
+        )
+    if tuple(masks.shape[-2:]) != (height, width):
+        raise InvalidTargetError(
+            f"{source}: mask size {masks.shape[-1]}x{masks.shape[-2]} (WxH) differs from the "
+            f"image size {width}x{height}. Masks must be drawn on the image they annotate: "
+            "re-export the mask at the image's size or pair it with the right image."
+        )
+    bad_labels = labels[(labels < 1) | (labels > num_categories)]
+    if len(bad_labels):
+        raise InvalidTargetError(
+            f"{source}: labels {sorted(set(bad_labels.tolist()))} are outside 1..{num_categories}. "
+            "Label 0 is background and must not be used for an instance; map categories "
+            "through mrcnn.data.categories.Categories."
+        )
+
+    counts: Counter = Counter()
+    masks = masks.to(torch.uint8) if masks.dtype != torch.uint8 else masks
+    non_empty = (masks.flatten(1) != 0).any(dim=1) if n else torch.zeros(0, dtype=torch.bool)
+    counts[EMPTY_MASK] += int((~non_empty).sum())
+
+    clipped = boxes.clone().float()
+    clipped[:, 0::2] = clipped[:, 0::2].clamp(0, width)
+    clipped[:, 1::2] = clipped[:, 1::2].clamp(0, height)
+    moved = (clipped != boxes).any(dim=1) if n else torch.zeros(0, dtype=torch.bool)
+    has_area = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    counts[DEGENERATE_BOX] += int((non_empty & ~has_area).sum())
+    keep = non_empty & has_area
+    counts[CLIPPED_BOX] += int((moved & keep).sum())
+
+    valid = dict(target)
+    valid["boxes"] = tv_tensors.BoundingBoxes(
+        clipped[keep], format="XYXY", canvas_size=(height, width)
+    )
+    valid["labels"] = labels[keep]
+    valid["masks"] = tv_tensors.Mask(masks[keep])
+    for key, value in target.items():  # per-instance extras (e.g. annotation ids) follow along
+        if key not in ("boxes", "labels", "masks") and isinstance(value, torch.Tensor):
+            if value.ndim >= 1 and len(value) == n:
+                valid[key] = value[keep]
+    return valid, +counts

@@ -1,0 +1,136 @@
+"""The LightningModule: torchvision's MaskRCNN, its five losses, optimizer and schedule."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+
+from mrcnn.data.categories import Categories
+from mrcnn.model.builder import build_maskrcnn
+from mrcnn.model.forward import losses_and_detections
+from mrcnn.model.schedule import warmup_schedule
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+Batch = tuple[list[Tensor], list[dict[str, Any]]]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the message names the step and every loss term."""
+
+
+class MaskRCNNModule(L.LightningModule):
+    """Mask R-CNN for training and validation.
+
+    Every argument is plain data (dicts, lists, numbers, strings), saved as hyper-parameters,
+    so a checkpoint alone rebuilds the model and its class mapping, and loads with
+    ``torch.load(..., weights_only=True)``.
+
+    Args:
+        categories: ``Categories.to_dict()`` of the training data; sets ``num_classes``.
+        backbone: keyword arguments of :func:`build_maskrcnn` (``name``, ``weights``, ...).
+        detector: ``MaskRCNN`` keyword arguments (sizes, RPN and RoI-head settings).
+        loss_weights: a weight per loss name (missing ones are 1).
+        optimizer: a Hydra ``_target_`` config of a ``torch.optim`` optimizer, without params.
+        scheduler: options of :func:`warmup_schedule`, or None for a constant learning rate.
+        on_nonfinite_loss: ``raise`` stops the run; ``skip`` skips the batch and counts it.
+        load_weights: False skips fetching pretrained weights (the checkpoint has them).
+    """
+
+    def __init__(
+        self,
+        categories: dict[str, list],
+        backbone: dict[str, Any],
+        detector: dict[str, Any] | None = None,
+        loss_weights: dict[str, float] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        on_nonfinite_loss: str = "raise",
+        load_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        if on_nonfinite_loss not in ("raise", "skip"):
+            raise ValueError(f"on_nonfinite_loss must be 'raise' or 'skip', not {on_nonfinite_loss!r}.")
+        unknown = set(loss_weights or {}) - set(LOSS_NAMES)
+        if unknown:
+            raise ValueError(f"Unknown loss names {sorted(unknown)}; known: {list(LOSS_NAMES)}.")
+        self.save_hyperparameters(ignore=["load_weights"])
+        self.categories = Categories.from_dict(categories)
+        self.loss_weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in LOSS_NAMES}
+        self.model = build_maskrcnn(
+            num_classes=self.categories.num_classes,
+            load_weights=load_weights,
+            **backbone,
+            **(detector or {}),
+        )
+        self.skipped_batches = 0
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Detections for a list of float [0,1] images, in eval mode."""
+        return self.model(images)
+
+    def _weighted_total(self, losses: dict[str, Tensor]) -> Tensor:
+        return sum(self.loss_weights[name] * losses[name] for name in LOSS_NAMES)
+
+    def _log_losses(self, stage: str, losses: dict[str, Tensor], total: Tensor, batch_size: int) -> None:
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", total, batch_size=batch_size, prog_bar=True, on_step=on_step, on_epoch=True)
+        self.log_dict(
+            {f"{stage}/{name}": losses[name] for name in LOSS_NAMES},
+            batch_size=batch_size,
+            on_step=on_step,
+            on_epoch=True,
+        )
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        images, targets = batch
+        losses = self.model(images, targets)
+        total = self._weighted_total(losses)
+        if not torch.isfinite(total):
+            terms = ", ".join(f"{name}={losses[name].item():.4g}" for name in LOSS_NAMES)
+            image_ids = [t.get("image_id") for t in targets]
+            message = (
+                f"Non-finite loss at step {self.global_step} (batch {batch_idx}, image ids "
+                f"{image_ids}): {terms}. Lower optimizer.lr, lengthen scheduler.warmup_steps, "
+                "or set trainer.gradient_clip_val."
+            )
+            if self.hparams.on_nonfinite_loss == "raise":
+                raise NonFiniteLossError(message + " (on_nonfinite_loss=skip skips such batches.)")
+            self.skipped_batches += 1
+            log.warning("%s Skipping this batch (%d skipped so far).", message, self.skipped_batches)
+            self.log("train/skipped_batches", float(self.skipped_batches), batch_size=len(images))
+            return None
+        batch_size = len(images)
+        self._log_losses("train", losses, total, batch_size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size, on_step=True)
+        dropped = sum(int(t.get("num_dropped", 0)) for t in targets)
+        self.log("train/dropped_instances", float(dropped), batch_size=batch_size,
+                 on_step=False, on_epoch=True, reduce_fx="sum")
+        return total
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        images, targets = batch
+        losses, _ = losses_and_detections(self.model, images, targets, detect=False)
+        self._log_losses("val", losses, self._weighted_total(losses), len(images))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.SGD", "lr": 0.01})
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = instantiate(optimizer_cfg, params=params)
+        if not self.hparams.scheduler:
+            return {"optimizer": optimizer}
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps):
+            raise ValueError("Set trainer.max_steps or trainer.max_epochs: the schedule needs a length.")
+        scheduler = warmup_schedule(optimizer, int(total_steps), **self.hparams.scheduler)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }

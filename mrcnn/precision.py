@@ -1,0 +1,49 @@
+"""Choose the numeric precision that makes sense on the device the run will use."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_FP16 = {"16", "16-mixed"}
+_BF16 = {"bf16", "bf16-mixed"}
+_FP32 = {"32", "32-true"}
+_UNSUPPORTED = {"16-true", "bf16-true", "64", "64-true", "transformer-engine"}
+
+
+def _uses_cuda(accelerator: str) -> bool:
+    if accelerator in ("gpu", "cuda"):
+        return True
+    return accelerator == "auto" and torch.cuda.is_available()
+
+
+def resolve_precision(precision: str | int, accelerator: str = "auto") -> str:
+    """Lightning's precision string for the requested one on this device, with one log line.
+
+    ``16`` means fp16 AMP with a grad scaler on CUDA; on CPU fp16 has no fast kernels (about
+    60x slower than bf16 here), so it becomes bf16 autocast. ``*-true`` half precisions fail
+    inside torchvision (``nms`` has no half kernels) and are refused with the alternative.
+    """
+    asked = str(precision)
+    cuda = _uses_cuda(str(accelerator))
+    device = "CUDA" if cuda else "CPU"
+    if asked in _UNSUPPORTED:
+        raise ValueError(
+            f"trainer.precision={asked} is not supported: torchvision's detection ops (nms, "
+            "roi_align) have no pure half-precision kernels. Use 16 (mixed) or bf16 (mixed)."
+        )
+    if asked in _FP32:
+        chosen, why = "32-true", "full float32"
+    elif asked in _FP16 and cuda:
+        chosen, why = "16-mixed", "fp16 autocast with a gradient scaler"
+    elif asked in _FP16:
+        chosen, why = "bf16-mixed", "bf16 autocast instead of fp16 (fp16 has no fast CPU kernels)"
+    elif asked in _BF16:
+        chosen, why = "bf16-mixed", "bf16 autocast, float32 weights, no gradient scaler needed"
+    else:
+        raise ValueError(f"Unknown trainer.precision={asked!r}; use 32, 16 or bf16.")
+    log.info("Precision: trainer.precision=%s on %s -> %s (%s).", asked, device, chosen, why)
+    return chosen

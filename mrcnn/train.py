@@ -1,0 +1,82 @@
+"""`python -m mrcnn.train`: compose the config, build data, model and trainer, fit.
+
+The function :func:`train` is the whole job and returns the final metrics, so sweeps (Hydra
+multirun) and notebooks can call it as well as the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mrcnn.data import DetectionDataModule
+from mrcnn.model.module import MaskRCNNModule
+from mrcnn.precision import resolve_precision
+
+log = logging.getLogger(__name__)
+
+
+def plain(node: Any) -> Any:
+    """A resolved config node as plain dicts and lists (what checkpoints can store safely)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def build_module(cfg: DictConfig, datamodule: DetectionDataModule) -> MaskRCNNModule:
+    """The LightningModule for this config; num_classes comes from the data's categories."""
+    return MaskRCNNModule(
+        categories=datamodule.categories.to_dict(),
+        backbone=plain(cfg.backbone),
+        detector=plain(cfg.model.detector),
+        loss_weights=plain(cfg.model.loss_weights),
+        optimizer=plain(cfg.optimizer),
+        scheduler=plain(cfg.get("scheduler")),
+        on_nonfinite_loss=cfg.on_nonfinite_loss,
+    )
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train as configured and return the final logged metrics (``trainer.callback_metrics``)."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+
+    datamodule: DetectionDataModule = instantiate(cfg.data)
+    categories = datamodule.categories
+    log.info("Data: %d categories %s -> num_classes=%d.", len(categories.names),
+             list(categories.names), categories.num_classes)
+    module = build_module(cfg, datamodule)
+    trainer = build_trainer(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(plain(cfg))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.dirpath:
+        log.info("Checkpoints in %s (best: %s).", checkpoint.dirpath, checkpoint.best_model_path or "-")
+    log.info("Outputs in %s", output_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
