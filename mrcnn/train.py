@@ -44,7 +44,9 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision)
+    return instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision
+    )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -56,8 +58,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule: DetectionDataModule = instantiate(cfg.data)
     categories = datamodule.categories
-    log.info("Data: %d categories %s -> num_classes=%d.", len(categories.names),
-             list(categories.names), categories.num_classes)
+    log.info(
+        "Data: %d categories %s -> num_classes=%d.",
+        len(categories.names),
+        list(categories.names),
+        categories.num_classes,
+    )
     module = build_module(cfg, datamodule)
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:
@@ -67,7 +73,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.dirpath:
-        log.info("Checkpoints in %s (best: %s).", checkpoint.dirpath, checkpoint.best_model_path or "-")
+        log.info(
+            "Checkpoints in %s (best: %s).", checkpoint.dirpath, checkpoint.best_model_path or "-"
+        )
     log.info("Outputs in %s", output_dir)
     return metrics
 

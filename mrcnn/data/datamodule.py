@@ -16,7 +16,7 @@ Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
 
 def collate(samples: list[tuple[torch.Tensor, dict[str, Any]]]) -> Batch:
     """Images differ in size, so a batch is a list of images and a list of targets (no stacking)."""
-    images, targets = zip(*samples)
+    images, targets = zip(*samples, strict=True)
     return list(images), list(targets)
 
 

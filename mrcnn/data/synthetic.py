@@ -60,7 +60,9 @@ class ShapesDataset(Dataset):
 
     def _draw_hw(self, rng: np.random.Generator) -> tuple[int, int]:
         low = max(1, round(self.image_size * (1 - self.size_jitter)))
-        return int(rng.integers(low, self.image_size + 1)), int(rng.integers(low, self.image_size + 1))
+        return int(rng.integers(low, self.image_size + 1)), int(
+            rng.integers(low, self.image_size + 1)
+        )
 
     def source(self, index: int) -> str:
         return f"synthetic shapes (seed {self.seed}), image {index}"
@@ -75,7 +77,9 @@ class ShapesDataset(Dataset):
 
         masks: list[np.ndarray] = []
         labels: list[int] = []
-        num_objects = 0 if rng.random() < self.empty_fraction else int(rng.integers(1, self.max_objects + 1))
+        num_objects = (
+            0 if rng.random() < self.empty_fraction else int(rng.integers(1, self.max_objects + 1))
+        )
         for _ in range(num_objects):
             for _attempt in range(10):
                 label = int(rng.integers(1, len(SHAPES) + 1))
@@ -98,9 +102,7 @@ class ShapesDataset(Dataset):
             else torch.zeros((0, height, width), dtype=torch.uint8)
         )
         target = make_target(mask_tensor, labels, image_id=index)
-        target, dropped = validate_target(
-            target, (height, width), len(SHAPES), self.source(index)
-        )
+        target, dropped = validate_target(target, (height, width), len(SHAPES), self.source(index))
         target["num_dropped"] = sum(dropped.values())
         return tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1).contiguous()), target
 
@@ -139,8 +141,10 @@ def _draw_shape(
         corners = 4 if shape == "square" else 3
         rotation = rng.uniform(0, 2 * math.pi)
         points = [
-            (cx + radius * math.cos(rotation + 2 * math.pi * k / corners),
-             cy + radius * math.sin(rotation + 2 * math.pi * k / corners))
+            (
+                cx + radius * math.cos(rotation + 2 * math.pi * k / corners),
+                cy + radius * math.sin(rotation + 2 * math.pi * k / corners),
+            )
             for k in range(corners)
         ]
         draw.polygon(points, fill=1)

@@ -129,7 +129,7 @@ def validate_target(
     valid["labels"] = labels[keep]
     valid["masks"] = tv_tensors.Mask(masks[keep])
     for key, value in target.items():  # per-instance extras (e.g. annotation ids) follow along
-        if key not in ("boxes", "labels", "masks") and isinstance(value, torch.Tensor):
-            if value.ndim >= 1 and len(value) == n:
-                valid[key] = value[keep]
+        per_instance = isinstance(value, torch.Tensor) and value.ndim >= 1 and len(value) == n
+        if key not in ("boxes", "labels", "masks") and per_instance:
+            valid[key] = value[keep]
     return valid, +counts

@@ -1,4 +1,4 @@
-"""The one function that builds torchvision's MaskRCNN from config, and the weight loading it needs."""
+"""The one function that builds torchvision's MaskRCNN from config, and its weight loading."""
 
 from __future__ import annotations
 

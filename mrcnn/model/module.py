@@ -57,13 +57,17 @@ class MaskRCNNModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if on_nonfinite_loss not in ("raise", "skip"):
-            raise ValueError(f"on_nonfinite_loss must be 'raise' or 'skip', not {on_nonfinite_loss!r}.")
+            raise ValueError(
+                f"on_nonfinite_loss must be 'raise' or 'skip', not {on_nonfinite_loss!r}."
+            )
         unknown = set(loss_weights or {}) - set(LOSS_NAMES)
         if unknown:
             raise ValueError(f"Unknown loss names {sorted(unknown)}; known: {list(LOSS_NAMES)}.")
         self.save_hyperparameters(ignore=["load_weights"])
         self.categories = Categories.from_dict(categories)
-        self.loss_weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in LOSS_NAMES}
+        self.loss_weights = {
+            name: float((loss_weights or {}).get(name, 1.0)) for name in LOSS_NAMES
+        }
         self.model = build_maskrcnn(
             num_classes=self.categories.num_classes,
             load_weights=load_weights,
@@ -79,9 +83,18 @@ class MaskRCNNModule(L.LightningModule):
     def _weighted_total(self, losses: dict[str, Tensor]) -> Tensor:
         return sum(self.loss_weights[name] * losses[name] for name in LOSS_NAMES)
 
-    def _log_losses(self, stage: str, losses: dict[str, Tensor], total: Tensor, batch_size: int) -> None:
+    def _log_losses(
+        self, stage: str, losses: dict[str, Tensor], total: Tensor, batch_size: int
+    ) -> None:
         on_step = stage == "train"
-        self.log(f"{stage}/loss", total, batch_size=batch_size, prog_bar=True, on_step=on_step, on_epoch=True)
+        self.log(
+            f"{stage}/loss",
+            total,
+            batch_size=batch_size,
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=True,
+        )
         self.log_dict(
             {f"{stage}/{name}": losses[name] for name in LOSS_NAMES},
             batch_size=batch_size,
@@ -104,15 +117,25 @@ class MaskRCNNModule(L.LightningModule):
             if self.hparams.on_nonfinite_loss == "raise":
                 raise NonFiniteLossError(message + " (on_nonfinite_loss=skip skips such batches.)")
             self.skipped_batches += 1
-            log.warning("%s Skipping this batch (%d skipped so far).", message, self.skipped_batches)
+            log.warning(
+                "%s Skipping this batch (%d skipped so far).", message, self.skipped_batches
+            )
             self.log("train/skipped_batches", float(self.skipped_batches), batch_size=len(images))
             return None
         batch_size = len(images)
         self._log_losses("train", losses, total, batch_size)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size, on_step=True)
+        self.log(
+            "train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size, on_step=True
+        )
         dropped = sum(int(t.get("num_dropped", 0)) for t in targets)
-        self.log("train/dropped_instances", float(dropped), batch_size=batch_size,
-                 on_step=False, on_epoch=True, reduce_fx="sum")
+        self.log(
+            "train/dropped_instances",
+            float(dropped),
+            batch_size=batch_size,
+            on_step=False,
+            on_epoch=True,
+            reduce_fx="sum",
+        )
         return total
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -128,7 +151,9 @@ class MaskRCNNModule(L.LightningModule):
             return {"optimizer": optimizer}
         total_steps = self.trainer.estimated_stepping_batches
         if not math.isfinite(total_steps):
-            raise ValueError("Set trainer.max_steps or trainer.max_epochs: the schedule needs a length.")
+            raise ValueError(
+                "Set trainer.max_steps or trainer.max_epochs: the schedule needs a length."
+            )
         scheduler = warmup_schedule(optimizer, int(total_steps), **self.hparams.scheduler)
         return {
             "optimizer": optimizer,
