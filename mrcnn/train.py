@@ -69,6 +69,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(plain(cfg))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if module.last_validated_step != trainer.global_step and trainer.limit_val_batches:
+        # The returned metrics (and a sweep's objective) must describe the final weights.
+        log.info("Validating the final weights (step %d).", trainer.global_step)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
 
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback

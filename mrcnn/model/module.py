@@ -75,6 +75,7 @@ class MaskRCNNModule(L.LightningModule):
             **(detector or {}),
         )
         self.skipped_batches = 0
+        self.last_validated_step = -1
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections for a list of float [0,1] images, in eval mode."""
@@ -104,6 +105,9 @@ class MaskRCNNModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         images, targets = batch
+        skip_bad_batches = self.hparams.on_nonfinite_loss == "skip"
+        # A bad batch must not leave traces: BatchNorm statistics are updated in the forward.
+        buffers = [b.clone() for b in self.model.buffers()] if skip_bad_batches else []
         losses = self.model(images, targets)
         total = self._weighted_total(losses)
         if not torch.isfinite(total):
@@ -114,8 +118,10 @@ class MaskRCNNModule(L.LightningModule):
                 f"{image_ids}): {terms}. Lower optimizer.lr, lengthen scheduler.warmup_steps, "
                 "or set trainer.gradient_clip_val."
             )
-            if self.hparams.on_nonfinite_loss == "raise":
+            if not skip_bad_batches:
                 raise NonFiniteLossError(message + " (on_nonfinite_loss=skip skips such batches.)")
+            for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
+                buffer.copy_(saved)
             self.skipped_batches += 1
             log.warning(
                 "%s Skipping this batch (%d skipped so far).", message, self.skipped_batches
@@ -142,6 +148,10 @@ class MaskRCNNModule(L.LightningModule):
         images, targets = batch
         losses, _ = losses_and_detections(self.model, images, targets, detect=False)
         self._log_losses("val", losses, self._weighted_total(losses), len(images))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.last_validated_step = self.global_step
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.SGD", "lr": 0.01})

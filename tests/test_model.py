@@ -1,0 +1,95 @@
+"""The model builder: architectures, weight loading, predictor replacement, clear errors."""
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from mrcnn.model.builder import PREDICTOR_PREFIXES, build_maskrcnn
+
+SMALL = {"min_size": 64, "max_size": 64}
+
+
+def _batchnorms(model):
+    norms = (nn.BatchNorm2d, FrozenBatchNorm2d)
+    return [m for m in model.backbone.body.modules() if isinstance(m, norms)]
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet50_v2", "resnet101"])
+def test_random_init_trains_every_layer_with_trainable_batchnorm(name):
+    model = build_maskrcnn(num_classes=3, name=name, **SMALL)
+    assert all(isinstance(m, nn.BatchNorm2d) for m in _batchnorms(model))
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.roi_heads.box_predictor.cls_score.out_features == 3
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 3
+
+
+def test_resnet101_has_101_layers():
+    depth = {"resnet50": 0, "resnet101": 0}
+    for name in depth:
+        model = build_maskrcnn(num_classes=2, name=name, **SMALL)
+        depth[name] = len(model.backbone.body.layer3)
+    assert depth == {"resnet50": 6, "resnet101": 23}
+
+
+def test_new_class_count_replaces_only_the_predictors(tmp_path):
+    coco_like = build_maskrcnn(num_classes=91, name="resnet50", **SMALL)
+    path = tmp_path / "detector.pth"
+    torch.save(coco_like.state_dict(), path)
+
+    fine_tuned = build_maskrcnn(num_classes=4, name="resnet50", weights_path=str(path), **SMALL)
+    before, after = coco_like.state_dict(), fine_tuned.state_dict()
+    # (FrozenBatchNorm2d has no num_batches_tracked buffer, so compare the loaded model's keys.)
+    kept = [key for key in after if not key.startswith(PREDICTOR_PREFIXES)]
+    assert any(key.startswith("backbone.body.") for key in kept)
+    assert any(key.startswith("backbone.fpn.") for key in kept)
+    assert any(key.startswith("rpn.") for key in kept)
+    for key in kept:
+        assert torch.equal(before[key], after[key]), key
+    for key in before:
+        if key.startswith(PREDICTOR_PREFIXES) and key.endswith("weight"):
+            assert after[key].shape[0] in (4, 16) and after[key].shape != before[key].shape, key
+    # Pretrained weights: torchvision's frozen BatchNorm and 3 trainable stages by default.
+    assert all(isinstance(m, FrozenBatchNorm2d) for m in _batchnorms(fine_tuned))
+    assert not any(p.requires_grad for p in fine_tuned.backbone.body.layer1.parameters())
+    assert all(p.requires_grad for p in fine_tuned.backbone.body.layer4.parameters())
+
+
+def test_same_class_count_loads_every_weight(tmp_path):
+    source = build_maskrcnn(num_classes=5, name="resnet50_v2", **SMALL)
+    path = tmp_path / "mine.pth"
+    torch.save(source.state_dict(), path)
+    loaded = build_maskrcnn(num_classes=5, name="resnet50_v2", weights_path=str(path), **SMALL)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+
+
+def test_weights_for_another_architecture_are_refused(tmp_path):
+    path = tmp_path / "r50.pth"
+    torch.save(build_maskrcnn(num_classes=2, name="resnet50", **SMALL).state_dict(), path)
+    with pytest.raises(RuntimeError, match=r"backbone\.name"):
+        build_maskrcnn(num_classes=2, name="resnet101", weights_path=str(path), **SMALL)
+
+
+def test_trainable_layers_without_pretrained_weights_warns(caplog):
+    with caplog.at_level(logging.WARNING):
+        model = build_maskrcnn(num_classes=2, trainable_backbone_layers=2, **SMALL)
+    assert "trainable_backbone_layers=2 ignored" in caplog.text
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_classes": 3, "name": "resnet18"}, "Unknown backbone 'resnet18'"),
+        ({"num_classes": 1}, "num_classes >= 2"),
+        ({"num_classes": 3, "name": "resnet101", "weights": "DEFAULT"}, "no COCO-trained"),
+        ({"num_classes": 3, "trainable_backbone_layers": 7}, "0..5"),
+        ({"num_classes": 3, "weights_path": "/nonexistent/detector.pth"}, "does not exist"),
+    ],
+)
+def test_bad_model_config_gives_a_clear_error(kwargs, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        build_maskrcnn(**kwargs, **SMALL)
