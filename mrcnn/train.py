@@ -37,6 +37,7 @@ def build_module(cfg: DictConfig, datamodule: DetectionDataModule) -> MaskRCNNMo
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.get("scheduler")),
         on_nonfinite_loss=cfg.on_nonfinite_loss,
+        evaluation=plain(cfg.get("evaluation")),
     )
 
 
@@ -47,6 +48,19 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision
     )
+
+
+def _final_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The run's last validation metrics as ``final/...`` (TensorBoard's HPARAMS tab).
+
+    Renamed because the logger writes them as scalars at step 0: under their own names they
+    would add a false first point to the ``val/...`` curves.
+    """
+    return {
+        name.replace("val/", "final/", 1): value
+        for name, value in metrics.items()
+        if name.startswith("val/")
+    }
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -66,8 +80,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     module = build_module(cfg, datamodule)
     trainer = build_trainer(cfg)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(plain(cfg))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     if module.last_validated_step != trainer.global_step and trainer.limit_val_batches:
         # The returned metrics (and a sweep's objective) must describe the final weights.
@@ -75,6 +87,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.validate(module, datamodule=datamodule, verbose=False)
 
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    for logger in trainer.loggers:  # TensorBoard's HPARAMS tab: this run's settings and results
+        logger.log_hyperparams(plain(cfg), metrics=_final_metrics(metrics))
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.dirpath:
         log.info(

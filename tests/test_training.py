@@ -16,11 +16,18 @@ from mrcnn.model.module import LOSS_NAMES, MaskRCNNModule, NonFiniteLossError
 from mrcnn.train import train
 
 
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    """Every scalar series in a run's TensorBoard event files, read back as TensorBoard would."""
+def events(run_dir: Path) -> EventAccumulator:
+    """A run's TensorBoard event files, read back as TensorBoard would."""
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*")), "no event file"
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
-    accumulator.Reload()
+    accumulator = EventAccumulator(
+        str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0}
+    )
+    return accumulator.Reload()
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    """Every scalar series of a run."""
+    accumulator = events(run_dir)
     return {
         tag: [e.value for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
     }
@@ -42,6 +49,13 @@ def test_fit_logs_five_finite_losses_and_checkpoint_reloads(backbone, tmp_path):
     assert len(logged["train/loss_step"]) == 3
     assert len(logged["train/lr"]) == 3 and logged["train/lr"][0] < logged["train/lr"][-1]
     assert math.isfinite(metrics["val/loss"])
+    for iou_type in ("bbox", "segm"):
+        for stat in ("AP", "AP50", "AP75", "APs", "AR100"):  # defined for these tiny images
+            assert 0 <= logged[f"val/{iou_type}_{stat}"][-1] <= 1
+            assert f"final/{iou_type}_{stat}" in logged  # TensorBoard's HPARAMS tab
+        assert f"val/{iou_type}_APl" not in logged, "undefined (-1) stats must not be logged"
+    (panel,) = events(tmp_path).Images("val/ground_truth_vs_prediction")[-1:]
+    assert panel.width > panel.height / 2 > 0  # ground truth and prediction side by side
     assert (tmp_path / "config.yaml").is_file()
 
     checkpoint = tmp_path / "checkpoints" / "last.ckpt"

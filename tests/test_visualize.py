@@ -97,6 +97,10 @@ def test_score_threshold_hides_weak_detections_and_float_masks_use_strict_thresh
     assert binary_masks(probabilities, 0.5)[0, 13, 13].item() is True
     everything = draw_prediction(grey(), prediction, CATEGORIES, score_threshold=0.0)
     assert not torch.equal(everything[:, 50, 60], grey()[:, 50, 60])
+    best_only = draw_prediction(
+        grey(), prediction, CATEGORIES, score_threshold=0.0, max_instances=1
+    )
+    assert torch.equal(best_only, out)
 
 
 def test_zero_instances_give_the_image_back_without_warnings():
@@ -129,26 +133,33 @@ def test_bf16_inputs_draw_like_float32():
     assert (out.int() - reference.int()).abs().gt(3).float().mean() < 0.01
 
 
-def test_label_background_and_text_are_drawn_at_a_readable_size():
+def test_label_is_drawn_above_its_box_readable_and_inside_the_image():
+    boxes = torch.tensor([[10.0, 60, 190, 190], [150, 5, 199, 40]])
     out = draw_instances(
         torch.zeros(3, 200, 200, dtype=torch.uint8),
-        torch.tensor([[10.0, 10, 190, 190]]),
-        [1],
-        scores=torch.tensor([0.93]),
+        boxes,
+        [1, 2],
+        scores=torch.tensor([0.93, 0.8]),
         categories=CATEGORIES,
     )
     colour = torch.tensor(class_colour(1), dtype=torch.uint8)[:, None, None]
-    inside = out[:, 12:188, 12:188]  # inside the box outline only the label is drawn
-    label_fill = (inside == colour).all(dim=0)
+    above = out[:, :60, :140]  # above box 1, left of box 2
+    label_fill = (above == colour).all(dim=0)
     rows = torch.nonzero(label_fill.any(dim=1)).flatten()
     cols = torch.nonzero(label_fill.any(dim=0)).flatten()
-    assert len(rows) > 0, "no label background drawn"
-    label = inside[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    text = (label != colour).any(dim=0)  # black or white glyphs on the label background
+    assert len(rows) > 0, "no label above the box"
+    assert rows[-1] == 59 and cols[0] == 10  # sits on the box's top-left corner
+    label = above[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    text = (label != colour).any(dim=0)  # white glyphs on the label background
     assert 0.05 < text.float().mean() < 0.6
-    assert (inside[:, rows[-1] + 2 :] == 0).all()  # nothing else inside the box
+    assert (out[:, 64:186, 14:186] == 0).all()  # nothing drawn inside the box
     if font_path() is not None:
-        assert len(rows) >= 11 and len(cols) >= 60, f"label only {len(cols)}x{len(rows)} px"
+        assert len(rows) >= 10 and len(cols) >= 50, f"label only {len(cols)}x{len(rows)} px"
+    # Box 2 touches the top and right edges: its label moves inside the box and left, whole.
+    colour2 = torch.tensor(class_colour(2), dtype=torch.uint8)[:, None, None]
+    fill2 = (out[:, 7:38, :] == colour2).all(dim=0)
+    cols2 = torch.nonzero(fill2.any(dim=0)).flatten()
+    assert cols2[-1] == 199 and cols2[0] < 150  # "square 0.80" does not fit in 50 px
 
 
 def test_masks_of_another_size_are_refused():

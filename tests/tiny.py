@@ -11,4 +11,5 @@ TINY = [
     "trainer.val_check_interval=2",
     "trainer.enable_progress_bar=false",
     "trainer.log_every_n_steps=1",
+    "evaluation.image_panels=2",
 ]

@@ -83,6 +83,13 @@ def losses_and_detections(
         test_proposals, _ = rpn.filter_proposals(
             proposals, objectness, image_list.image_sizes, anchors_per_level
         )
-        detections, _ = model.roi_heads(features, test_proposals, image_list.image_sizes)
-        detections = model.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+        # Detections in float32 even under bf16/fp16 autocast: half-precision box decoding
+        # loses 2-4 px at a few hundred pixels, which moves AP.
+        with torch.autocast(device_type=image_list.tensors.device.type, enabled=False):
+            features = {name: feature.float() for name, feature in features.items()}
+            test_proposals = [p.float() for p in test_proposals]
+            detections, _ = model.roi_heads(features, test_proposals, image_list.image_sizes)
+            detections = model.transform.postprocess(
+                detections, image_list.image_sizes, original_sizes
+            )
         return losses, detections

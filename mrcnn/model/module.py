@@ -1,4 +1,4 @@
-"""The LightningModule: torchvision's MaskRCNN, its five losses, optimizer and schedule."""
+"""The LightningModule: torchvision's MaskRCNN, its five losses, COCO AP, optimizer and schedule."""
 
 from __future__ import annotations
 
@@ -9,17 +9,29 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from mrcnn.data.categories import Categories
+from mrcnn.evaluation.evaluator import CocoEvaluator, ground_truth_for
 from mrcnn.model.builder import build_maskrcnn
 from mrcnn.model.forward import losses_and_detections
 from mrcnn.model.schedule import warmup_schedule
+from mrcnn.visualize import draw_prediction, draw_target, panel_grid, side_by_side
 
 log = logging.getLogger(__name__)
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 Batch = tuple[list[Tensor], list[dict[str, Any]]]
+
+
+DEFAULT_EVALUATION = {
+    "coco_metrics": True,
+    "mask_threshold": 0.5,
+    "backend": "auto",
+    "image_panels": 4,
+    "panel_score_threshold": 0.5,
+}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -41,6 +53,10 @@ class MaskRCNNModule(L.LightningModule):
         optimizer: a Hydra ``_target_`` config of a ``torch.optim`` optimizer, without params.
         scheduler: options of :func:`warmup_schedule`, or None for a constant learning rate.
         on_nonfinite_loss: ``raise`` stops the run; ``skip`` skips the batch and counts it.
+        evaluation: validation options: ``coco_metrics`` (compute box and mask AP, default
+            true), ``mask_threshold`` (0.5), ``backend`` (``auto``), ``image_panels`` (how
+            many validation images TensorBoard shows with ground truth and predictions, 4),
+            ``panel_score_threshold`` (0.5).
         load_weights: False skips fetching pretrained weights (the checkpoint has them).
     """
 
@@ -53,6 +69,7 @@ class MaskRCNNModule(L.LightningModule):
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         on_nonfinite_loss: str = "raise",
+        evaluation: dict[str, Any] | None = None,
         load_weights: bool = True,
     ) -> None:
         super().__init__()
@@ -74,6 +91,9 @@ class MaskRCNNModule(L.LightningModule):
             **backbone,
             **(detector or {}),
         )
+        self.evaluation = {**DEFAULT_EVALUATION, **(evaluation or {})}
+        self.evaluator: CocoEvaluator | None = None
+        self._panels: list[Tensor] = []
         self.skipped_batches = 0
         self.last_validated_step = -1
 
@@ -144,14 +164,68 @@ class MaskRCNNModule(L.LightningModule):
         )
         return total
 
+    def setup(self, stage: str) -> None:
+        """Build the validation ground truth once (from the annotation file for COCO data)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        wanted = self.evaluation["coco_metrics"] and stage in ("fit", "validate")
+        if not wanted or self.evaluator is not None or datamodule is None:
+            return
+        datamodule.setup(stage)
+        self.evaluator = CocoEvaluator(
+            ground_truth_for(datamodule.val_set, self.categories),
+            self.categories,
+            mask_threshold=self.evaluation["mask_threshold"],
+            backend=self.evaluation["backend"],
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        if self.evaluator is not None:
+            self.evaluator.reset()
+        self._panels = []
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         images, targets = batch
-        losses, _ = losses_and_detections(self.model, images, targets, detect=False)
+        detect = self.evaluator is not None
+        losses, detections = losses_and_detections(self.model, images, targets, detect=detect)
         self._log_losses("val", losses, self._weighted_total(losses), len(images))
+        if detections is None:
+            return
+        self.evaluator.update(detections, [target["image_id"] for target in targets])
+        # The validation loader is not shuffled: the first images are the same every epoch.
+        for image, target, detection in zip(images, targets, detections, strict=True):
+            if len(self._panels) >= self.evaluation["image_panels"]:
+                break
+            self._panels.append(
+                side_by_side(
+                    draw_target(image, target, self.categories),
+                    draw_prediction(
+                        image,
+                        detection,
+                        self.categories,
+                        score_threshold=self.evaluation["panel_score_threshold"],
+                        mask_threshold=self.evaluation["mask_threshold"],
+                    ),
+                )
+            )
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self.last_validated_step = self.global_step
+        if self.evaluator is None or self.trainer.sanity_checking:
+            return
+        metrics = self.evaluator.compute()
+        # COCOeval reports -1 where a stat is undefined (no ground truth of that size range);
+        # on a curve it would read as a real value, so it is left out.
+        defined = {f"val/{name}": value for name, value in metrics.items() if value >= 0}
+        if defined:
+            self.log_dict(defined)
+        if self._panels:
+            grid = panel_grid(self._panels, columns=1)
+            for logger in self.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_image(
+                        "val/ground_truth_vs_prediction", grid, self.global_step
+                    )
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.SGD", "lr": 0.01})

@@ -1,0 +1,359 @@
+"""`python -m mrcnn.predict ckpt_path=FILE input=IMAGE_OR_DIR output=DIR`: detections for images.
+
+Writes to ``output``:
+
+- ``<image stem>.png`` per image: the image with the masks, boxes, class names and scores drawn
+  (``<file name>.png``, e.g. ``a.jpg.png``, when two inputs share a stem);
+- ``predictions.json``: COCO results for the whole input (``image_id``, ``category_id`` = the data
+  set's own category id, ``bbox`` [x, y, w, h] in pixels, ``score``, ``segmentation`` as RLE);
+- ``images.json``: ``{"images": [{"id", "file_name", "height", "width"}], "categories": [...],
+  "info": {...}}``, which maps every ``image_id`` back to its file, and is also a COCO ground-truth
+  skeleton that pycocotools' ``COCO.loadRes`` accepts. ``info.skipped`` lists unreadable files.
+
+Image ids: the input folder's image files (not sub-folders; hidden files ignored) are sorted by
+file name and numbered 1..N; a single input file gets id 1. Ids are given before any image is
+read, so an unreadable file keeps its number (with no results) and the others do not shift. With
+``image_ids_from=ANNOTATIONS.json`` the ids are that COCO file's ids for the same file names, so
+``predictions.json`` can be evaluated against those annotations.
+
+``score_threshold`` filters what is drawn AND what is written; ``mask_threshold`` binarises mask
+probabilities for both. Unreadable images are skipped with a warning naming them, and counted in
+the closing summary; the rest are still predicted (exit status 0). The two JSON files are written
+last, each atomically (temporary file, then rename), and stale ones are removed at the start: if
+they exist, the run that wrote them finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from mrcnn.data.categories import Categories
+from mrcnn.evaluation.coco import detections_to_coco_results
+from mrcnn.model.checkpoint import CheckpointError, load_module
+from mrcnn.visualize import draw_prediction
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+PREDICTIONS_FILE = "predictions.json"
+IMAGES_FILE = "images.json"
+
+
+class PredictError(ValueError):
+    """Bad input or output for ``predict``; the message says what to change."""
+
+
+@dataclass
+class PredictSummary:
+    """What a ``predict`` run wrote, and what it could not read."""
+
+    output_dir: Path
+    predictions_path: Path
+    images_path: Path
+    num_images: int
+    num_detections: int
+    drawn: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def find_images(input_path: str | Path) -> list[Path]:
+    """One image file, or a folder's image files (not sub-folders, not hidden) sorted by name."""
+    path = Path(input_path)
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise PredictError(f"input={input_path}: no such file or folder.")
+    images = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not images:
+        raise PredictError(
+            f"input={input_path}: no images in this folder (looked for files ending in "
+            f"{', '.join(IMAGE_EXTENSIONS)}, any case, not in sub-folders)."
+        )
+    return images
+
+
+def drawn_names(files: list[Path]) -> list[str]:
+    """PNG name per input: ``<stem>.png``, or ``<file name>.png`` where two inputs share a stem."""
+    stems = [f.stem for f in files]
+    return [f"{f.stem if stems.count(f.stem) == 1 else f.name}.png" for f in files]
+
+
+def image_ids_for(files: list[Path], annotations: str | Path | None) -> list[int]:
+    """1..N in file order, or the ids a COCO annotation file gives these file names."""
+    if annotations is None:
+        return list(range(1, len(files) + 1))
+    try:
+        with open(annotations) as handle:
+            images = json.load(handle)["images"]
+        by_name = {Path(image["file_name"]).name: int(image["id"]) for image in images}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PredictError(
+            f"image_ids_from={annotations}: not a readable COCO annotation file ({error})."
+        ) from error
+    missing = [f.name for f in files if f.name not in by_name]
+    if missing:
+        shown = ", ".join(missing[:10]) + (
+            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        )
+        raise PredictError(
+            f"image_ids_from={annotations} has no image named {shown}. Give the images that "
+            "file describes, or drop image_ids_from to number the images 1..N."
+        )
+    return [by_name[f.name] for f in files]
+
+
+def prepare_output(output: str | Path, files: list[Path], names: list[str], draw: bool) -> Path:
+    """Create ``output``, prove it writable, refuse to overwrite inputs, remove stale results."""
+    out = Path(output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise PredictError(f"output={output} is not a writable folder: {error}") from error
+    if draw:
+        inputs = {f.resolve() for f in files}
+        clashes = [name for name in names if (out / name).resolve() in inputs]
+        if clashes:
+            raise PredictError(
+                f"output={output} would overwrite input images ({', '.join(clashes[:5])}): "
+                "choose another output folder."
+            )
+    for stale in (PREDICTIONS_FILE, IMAGES_FILE):
+        if (out / stale).exists():
+            log.info("Removing %s from an earlier run; it is rewritten when this run ends.", stale)
+            (out / stale).unlink()
+    return out
+
+
+def write_json_atomically(data: Any, path: Path) -> None:
+    """Write JSON to a temporary file next to ``path`` and rename it: never a half-written file."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class ImageFiles(Dataset):
+    """Decodes image files to uint8 RGB [3,H,W]; an unreadable file yields its error instead."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            with Image.open(self.files[index]) as image:
+                array = np.array(image.convert("RGB"))
+            return {"index": index, "image": torch.from_numpy(array).permute(2, 0, 1).contiguous()}
+        except Exception as error:  # any decoder failure means "skip this file, say why"
+            return {"index": index, "image": None, "error": f"{type(error).__name__}: {error}"}
+
+
+def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return batch
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, precision: str | int) -> contextlib.AbstractContextManager:
+    """Autocast for ``precision`` 32 | bf16 | 16 (fp16 has no fast CPU kernels: bf16 there)."""
+    asked = str(precision)
+    if asked in ("32", "32-true"):
+        return contextlib.nullcontext()
+    if asked in ("bf16", "bf16-mixed"):
+        dtype = torch.bfloat16
+    elif asked in ("16", "16-mixed"):
+        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    else:
+        raise PredictError(f"precision={asked!r}: use 32, bf16 or 16.")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def detect(
+    model: nn.Module, images: list[Tensor], precision_context: contextlib.AbstractContextManager
+) -> list[dict[str, Tensor]]:
+    """torchvision Mask R-CNN's eval forward, with only the backbone under autocast.
+
+    Under autocast the whole model would decode boxes and paste masks in bf16/fp16, which moves
+    box corners by pixels (bf16 keeps 8 bits: steps of 0.5 px at 64-128 px, 2 px at 256-512).
+    The backbone is most of the cost; its features are cast to float32 and everything after it
+    (RPN, RoI heads, box decoding, mask pasting, resizing back) runs in float32.
+    """
+    original_sizes = [tuple(image.shape[-2:]) for image in images]
+    batch, _ = model.transform(images)
+    with precision_context:
+        features = model.backbone(batch.tensors)
+    features = {name: feature.float() for name, feature in features.items()}
+    proposals, _ = model.rpn(batch, features)
+    detections, _ = model.roi_heads(features, proposals, batch.image_sizes)
+    return model.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+
+def keep_confident(detection: dict[str, Tensor], score_threshold: float) -> dict[str, Tensor]:
+    """One image's detections on the CPU in float32, those with ``score >= score_threshold``."""
+    keep = detection["scores"].float() >= score_threshold
+    return {
+        key: (value[keep].float() if value.is_floating_point() else value[keep]).cpu()
+        for key, value in detection.items()
+    }
+
+
+def batches(loader: DataLoader, progress: tqdm) -> Iterator[list[dict[str, Any]]]:
+    for batch in loader:
+        yield batch
+        progress.update(len(batch))
+
+
+def predict(cfg: DictConfig) -> PredictSummary:
+    """Run the checkpoint on the input images and write PNGs and COCO JSON (see module doc)."""
+    score_threshold, mask_threshold = float(cfg.score_threshold), float(cfg.mask_threshold)
+    files = find_images(cfg.input)
+    names = drawn_names(files)
+    image_ids = image_ids_for(files, cfg.get("image_ids_from"))
+    output = prepare_output(cfg.output, files, names, bool(cfg.draw))
+    device = resolve_device(str(cfg.device))
+    autocast(device, cfg.precision)  # a bad value fails now, not after loading the model
+
+    module = load_module(cfg.ckpt_path, map_location=device).eval()
+    categories: Categories = module.categories
+    log.info(
+        "Predicting %d image(s) from %s with %s (classes %s) on %s.",
+        len(files),
+        cfg.input,
+        cfg.ckpt_path,
+        list(categories.names),
+        device,
+    )
+
+    loader = DataLoader(
+        ImageFiles(files),
+        batch_size=int(cfg.batch_size),
+        num_workers=int(cfg.num_workers),
+        collate_fn=_as_list,
+    )
+    results: list[dict[str, Any]] = []
+    images_info: list[dict[str, Any]] = []
+    summary = PredictSummary(output, output / PREDICTIONS_FILE, output / IMAGES_FILE, 0, 0)
+    with tqdm(total=len(files), unit="image", desc="predict", dynamic_ncols=True) as progress:
+        for batch in batches(loader, progress):
+            readable = []
+            for item in batch:
+                if item["image"] is None:
+                    path = files[item["index"]]
+                    log.warning("Skipping unreadable image %s (%s).", path, item["error"])
+                    summary.skipped.append((path, item["error"]))
+                else:
+                    readable.append(item)
+            if not readable:
+                continue
+            inputs = [item["image"].to(device).float().div_(255) for item in readable]
+            with torch.inference_mode():
+                outputs = detect(module.model, inputs, autocast(device, cfg.precision))
+            detections = [keep_confident(output, score_threshold) for output in outputs]
+            ids = [image_ids[item["index"]] for item in readable]
+            results.extend(detections_to_coco_results(detections, ids, categories, mask_threshold))
+            for item, image_id, detection in zip(readable, ids, detections, strict=True):
+                index, image = item["index"], item["image"]
+                images_info.append(
+                    {
+                        "id": image_id,
+                        "file_name": files[index].name,
+                        "height": int(image.shape[1]),
+                        "width": int(image.shape[2]),
+                    }
+                )
+                summary.num_detections += len(detection["scores"])
+                if cfg.draw:
+                    drawn = draw_prediction(
+                        image, detection, categories, score_threshold, mask_threshold
+                    )
+                    Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(output / names[index])
+                    summary.drawn.append(output / names[index])
+    summary.num_images = len(images_info)
+
+    write_json_atomically(results, summary.predictions_path)
+    write_json_atomically(
+        {
+            "info": {
+                "description": "mrcnn.predict: image ids of predictions.json",
+                "checkpoint": str(cfg.ckpt_path),
+                "input": str(cfg.input),
+                "score_threshold": score_threshold,
+                "mask_threshold": mask_threshold,
+                "skipped": [
+                    {"file_name": path.name, "id": image_ids[files.index(path)], "error": error}
+                    for path, error in summary.skipped
+                ],
+            },
+            "images": images_info,
+            "categories": [
+                {"id": categories.dataset_id(label), "name": categories.name(label)}
+                for label in range(1, categories.num_classes)
+            ],
+            "annotations": [],
+        },
+        summary.images_path,
+    )
+    log.info(
+        "Predicted %d image(s): %d detection(s) with score >= %g in %s; ids in %s%s.",
+        summary.num_images,
+        summary.num_detections,
+        score_threshold,
+        summary.predictions_path,
+        summary.images_path,
+        f"; drawn PNGs in {output}" if cfg.draw else "",
+    )
+    if summary.skipped:
+        log.warning(
+            "%d image(s) skipped (unreadable): %s",
+            len(summary.skipped),
+            ", ".join(str(path) for path, _ in summary.skipped),
+        )
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    try:
+        predict(cfg)
+    except (PredictError, CheckpointError, FileNotFoundError) as error:
+        print(f"mrcnn.predict: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

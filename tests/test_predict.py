@@ -1,0 +1,293 @@
+"""`python -m mrcnn.predict`: drawn PNGs and COCO results from real files, and clear failures."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from tiny import TINY
+from torch import nn
+
+import mrcnn.predict
+from mrcnn.config import compose_config
+from mrcnn.data import ShapesDataset
+from mrcnn.evaluation.coco import evaluate_coco, targets_to_coco_ground_truth
+from mrcnn.model.checkpoint import CheckpointError
+from mrcnn.predict import PredictError, drawn_names, predict
+from mrcnn.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def save(image: torch.Tensor, path: Path) -> None:
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+
+
+def predict_config(**options) -> dict:
+    overrides = [f"{key}={value}" for key, value in {"num_workers": 0, **options}.items()]
+    return compose_config(overrides, config_name="predict")
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint after 2 training steps: its detections are weak but real."""
+    run = tmp_path_factory.mktemp("train")
+    train(compose_config([*TINY, "logger=none"], output_dir=run))
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """Synthetic images as PNG and JPEG, one unreadable file, and files predict must ignore."""
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    dataset = ShapesDataset(num_images=3, image_size=128, seed=7)
+    for index, name in enumerate(["b.png", "c.jpg", "a.PNG"]):
+        save(dataset[index][0], folder / name)
+    (folder / "broken.jpg").write_text("not an image")
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+    save(dataset[0][0], folder / ".hidden.png")
+    save(dataset[0][0], folder / "sub" / "nested.png")
+    return folder
+
+
+def test_cli_predicts_every_readable_image_and_names_the_unreadable_one(
+    checkpoint, image_folder, tmp_path
+):
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "mrcnn.predict",
+        f"ckpt_path={checkpoint}",
+        f"input={image_folder}",
+        f"output={out}",
+        "score_threshold=0.1",
+        "batch_size=2",
+        "num_workers=1",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log
+    assert "Skipping unreadable image" in log and "broken.jpg" in log
+    assert "1 image(s) skipped" in log
+
+    # Sorted file names (case-sensitive): a.PNG=1, b.png=2, broken.jpg=3 (skipped), c.jpg=4.
+    index = json.loads((out / "images.json").read_text())
+    assert [(i["id"], i["file_name"]) for i in index["images"]] == [
+        (1, "a.PNG"),
+        (2, "b.png"),
+        (4, "c.jpg"),
+    ]
+    assert [(s["id"], s["file_name"]) for s in index["info"]["skipped"]] == [(3, "broken.jpg")]
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png", "c.png"]
+    for image in index["images"]:
+        drawn = Image.open(out / (Path(image["file_name"]).stem + ".png"))
+        assert drawn.size == (image["width"], image["height"]) and drawn.mode == "RGB"
+
+    results = json.loads((out / "predictions.json").read_text())
+    assert results, "a 2-step model should still give detections above score 0.1"
+    assert {r["image_id"] for r in results} <= {1, 2, 4}
+    assert all(r["score"] >= 0.1 and r["category_id"] in (1, 2, 3) for r in results)
+    gt = COCO(str(out / "images.json"))  # images.json is a ground-truth skeleton ...
+    loaded = gt.loadRes(str(out / "predictions.json"))  # ... that the results load against
+    assert len(loaded.getAnnIds()) == len(results)
+    first = results[0]
+    height = next(i["height"] for i in index["images"] if i["id"] == first["image_id"])
+    assert isinstance(first["segmentation"]["counts"], str)
+    assert first["segmentation"]["size"][0] == height and len(first["bbox"]) == 4
+    assert not list(out.glob(".*.tmp")), "temporary JSON files left behind"
+
+
+class GroundTruthModel(nn.Module):
+    """Stands in for a trained model: returns each image's ground truth as detections (bf16,
+    scores 0.9) plus one wrong low-score detection, so the written results are known exactly."""
+
+    def __init__(self, dataset: ShapesDataset) -> None:
+        super().__init__()
+        self.categories = dataset.categories
+        self.by_image = {}
+        for index in range(len(dataset)):
+            image, target = dataset[index]
+            self.by_image[hashlib.sha1(image.numpy().tobytes()).hexdigest()] = target
+        self.calls = []
+
+    def forward(self, images):
+        self.calls.append(len(images))
+        outputs = []
+        for image in images:
+            key = hashlib.sha1((image * 255).round().byte().numpy().tobytes()).hexdigest()
+            target = self.by_image[key]
+            height, width = image.shape[-2:]
+            masks = target["masks"].as_subclass(torch.Tensor).float()[:, None] * 0.8
+            noise = torch.zeros(1, 1, height, width)
+            noise[..., : height // 2, : width // 2] = 0.9
+            boxes = torch.tensor([[0.0, 0, width // 2, height // 2]])
+            outputs.append(
+                {
+                    "boxes": torch.cat([target["boxes"].as_subclass(torch.Tensor), boxes]),
+                    "labels": torch.cat([target["labels"], torch.tensor([1])]),
+                    "scores": torch.tensor([0.9] * len(target["labels"]) + [0.3]),
+                    "masks": torch.cat([masks, noise]).bfloat16(),
+                }
+            )
+        return outputs
+
+
+def test_written_results_score_perfectly_against_the_ground_truth_they_came_from(
+    tmp_path, monkeypatch
+):
+    dataset = ShapesDataset(num_images=5, image_size=96, seed=11, empty_fraction=0.2)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    targets, sizes = [], []
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        save(image, folder / f"shape_{index}.png")
+        targets.append({**target, "image_id": 100 + index})
+        sizes.append(tuple(image.shape[-2:]))
+    ground_truth = targets_to_coco_ground_truth(targets, sizes, dataset.categories)
+    for image in ground_truth["images"]:
+        image["file_name"] = f"shape_{image['id'] - 100}.png"
+    annotations = tmp_path / "annotations.json"
+    annotations.write_text(json.dumps(ground_truth))
+    model = GroundTruthModel(dataset)
+    loaded = SimpleNamespace(model=model, categories=dataset.categories)
+    loaded.eval = lambda: loaded
+    monkeypatch.setattr(mrcnn.predict, "load_module", lambda path, map_location: loaded)
+    monkeypatch.setattr(mrcnn.predict, "detect", lambda model, images, precision: model(images))
+
+    out = tmp_path / "out"
+    summary = predict(
+        predict_config(
+            ckpt_path="unused.ckpt",
+            input=folder,
+            output=out,
+            batch_size=2,
+            image_ids_from=annotations,
+        )
+    )
+
+    assert model.calls == [2, 2, 1]  # batched
+    results = json.loads((out / "predictions.json").read_text())
+    num_instances = sum(len(t["labels"]) for t in targets)
+    assert len(results) == summary.num_detections == num_instances  # score 0.3 dropped
+    assert {r["image_id"] for r in results} <= set(range(100, 105))
+    metrics = evaluate_coco(ground_truth, results)
+    assert metrics["bbox_AP"] == pytest.approx(1.0) and metrics["segm_AP"] == pytest.approx(1.0)
+
+    # The drawing shows the kept detections and not the dropped one.
+    first = next(i for i, t in enumerate(targets) if len(t["labels"]))
+    image, target = dataset[first]
+    drawn = torch.from_numpy(np.array(Image.open(out / f"shape_{first}.png")))
+    changed = (drawn.permute(2, 0, 1) != image).any(dim=0)
+    covered = target["masks"].as_subclass(torch.Tensor).bool().any(dim=0)
+    assert changed[covered].float().mean() > 0.9
+    quarter = torch.zeros_like(covered)
+    quarter[: covered.shape[0] // 2, : covered.shape[1] // 2] = True
+    assert changed[quarter & ~covered].float().mean() < 0.7  # the 0.3 detection is not drawn
+
+
+def test_bf16_predictions_keep_float32_box_coordinates(checkpoint, image_folder, tmp_path):
+    # Decoded in bf16, every coordinate from 16 to 128 px would be a multiple of 1/8.
+    results = {}
+    for precision in ("32", "bf16"):
+        out = tmp_path / precision
+        predict(
+            predict_config(
+                ckpt_path=checkpoint,
+                input=image_folder / "b.png",
+                output=out,
+                score_threshold=0.1,
+                precision=precision,
+                draw=False,
+            )
+        )
+        results[precision] = json.loads((out / "predictions.json").read_text())
+        assert not list(out.glob("*.png"))  # draw=false
+    coords = torch.tensor([r["bbox"][:2] for r in results["bf16"]]).flatten()
+    coords = coords[(coords >= 16) & (coords < 128)]
+    assert len(coords) > 0 and (coords * 8 != (coords * 8).round()).any()
+    assert len(results["bf16"]) > 0 and len(results["32"]) > 0
+
+
+def test_drawn_names_keep_stems_unless_two_inputs_share_one():
+    files = [Path("x/a.jpg"), Path("x/a.png"), Path("x/b.tif")]
+    assert drawn_names(files) == ["a.jpg.png", "a.png.png", "b.png"]
+
+
+def test_folder_without_images_names_the_extensions_looked_for(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    with pytest.raises(PredictError, match=r"no images in this folder.*\.jpg.*\.png"):
+        predict(predict_config(ckpt_path="x.ckpt", input=tmp_path / "empty", output=tmp_path / "o"))
+    with pytest.raises(PredictError, match="no such file or folder"):
+        predict(predict_config(ckpt_path="x.ckpt", input=tmp_path / "nope", output=tmp_path / "o"))
+
+
+def test_missing_or_non_checkpoint_file_fails_clearly_and_removes_stale_results(
+    image_folder, tmp_path
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.json").write_text("[]")  # from an earlier run
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        predict(predict_config(ckpt_path=tmp_path / "missing.ckpt", input=image_folder, output=out))
+    assert not (out / "predictions.json").exists(), "stale results would look complete"
+    text = tmp_path / "notes.ckpt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="text file"):
+        predict(predict_config(ckpt_path=text, input=image_folder, output=out))
+
+
+def test_unwritable_output_and_output_over_inputs_are_refused(image_folder, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(PredictError, match="not a writable folder"):
+        predict(predict_config(ckpt_path="x.ckpt", input=image_folder, output=blocker / "out"))
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        with pytest.raises(PredictError, match="not a writable folder"):
+            predict(predict_config(ckpt_path="x.ckpt", input=image_folder, output=locked))
+    with pytest.raises(PredictError, match="would overwrite input images"):
+        predict(predict_config(ckpt_path="x.ckpt", input=image_folder, output=image_folder))
+
+
+def test_image_ids_from_must_name_every_input(image_folder, tmp_path):
+    annotations = tmp_path / "gt.json"
+    annotations.write_text(json.dumps({"images": [{"id": 7, "file_name": "dir/b.png"}]}))
+    with pytest.raises(PredictError, match=r"has no image named a\.PNG, broken\.jpg, c\.jpg"):
+        predict(
+            predict_config(
+                ckpt_path="x.ckpt",
+                input=image_folder,
+                output=tmp_path / "o",
+                image_ids_from=annotations,
+            )
+        )
+
+
+def test_cli_reports_a_bad_checkpoint_in_one_line_with_exit_status_1(image_folder, tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "mrcnn.predict",
+        f"ckpt_path={tmp_path / 'missing.ckpt'}",
+        f"input={image_folder}",
+        f"output={tmp_path / 'out'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "mrcnn.predict: error: Checkpoint" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out" / "predictions.json").exists()
