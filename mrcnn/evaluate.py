@@ -1,0 +1,183 @@
+"""`python -m mrcnn.evaluate`: COCO box and mask AP of a checkpoint or a results file.
+
+- ``ckpt_path=FILE``: the checkpoint alone rebuilds the model and its classes; the classes must
+  match the data's; the validation split is predicted (eval mode, no gradients, float32 outputs)
+  and scored.
+- ``results=FILE.json``: a COCO results file from ``predict`` or any other tool is scored
+  against the same validation split.
+
+Prints a table of the 12 COCOeval numbers for bbox and segm and writes them as json. The json
+is written only when evaluation finished: a failure leaves no file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from mrcnn.data.categories import Categories
+from mrcnn.data.datamodule import DetectionDataModule, collate
+from mrcnn.evaluation.coco import (
+    IOU_TYPES,
+    ResultsError,
+    check_results,
+    detections_to_coco_results,
+    evaluate_coco,
+    format_metrics_table,
+    load_results,
+)
+from mrcnn.evaluation.evaluator import ground_truth_for
+from mrcnn.model.checkpoint import (
+    CheckpointError,
+    ClassesMismatchError,
+    ensure_classes_match,
+    load_module,
+)
+from mrcnn.precision import resolve_precision
+
+log = logging.getLogger(__name__)
+
+# Errors whose message says all a user needs: shown without a traceback.
+USER_ERRORS = (FileNotFoundError, CheckpointError, ClassesMismatchError, ResultsError)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_for(precision: str | int, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast for ``16``/``bf16`` (as training resolves them on this device), else nothing."""
+    chosen = resolve_precision(precision, device.type)
+    if chosen == "32-true":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if chosen.startswith("bf16") else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def predict_results(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    categories: Categories,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    mask_threshold: float = 0.5,
+    device: torch.device | str = "cpu",
+    precision: str | int = 32,
+) -> tuple[list[dict], list[int]]:
+    """COCO results of ``model`` (torchvision Mask R-CNN) on every image of ``dataset``.
+
+    Returns the results and the ids of every image predicted (with or without detections).
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate, shuffle=False
+    )
+    results: list[dict] = []
+    image_ids: list[int] = []
+    with torch.inference_mode(), tqdm(total=len(dataset), desc="Evaluating", unit="img") as bar:
+        for images, targets in loader:
+            with autocast_for(precision, device):
+                detections = model([image.to(device) for image in images])
+            ids = [int(target["image_id"]) for target in targets]
+            # detections_to_coco_results casts to float32 (bf16 boxes lose pixels).
+            results += detections_to_coco_results(detections, ids, categories, mask_threshold)
+            image_ids += ids
+            bar.update(len(images))
+    return results, image_ids
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write atomically: a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as file:
+        json.dump(data, file, indent=2)
+    os.replace(file.name, path)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate as configured, print the table, write the metrics json; return the metrics."""
+    if (cfg.get("ckpt_path") is None) == (cfg.get("results") is None):
+        raise ValueError(
+            "Give exactly one of ckpt_path=FILE (evaluate a checkpoint) or results=FILE.json "
+            "(score a COCO results file)."
+        )
+    # Read the checkpoint first: a bad file fails fast, before any data is touched.
+    module = load_module(cfg.ckpt_path) if cfg.get("ckpt_path") is not None else None
+
+    datamodule: DetectionDataModule = instantiate(cfg.data)
+    datamodule.setup("validate")
+    val_set = datamodule.val_set
+    categories = datamodule.categories
+    ground_truth = ground_truth_for(val_set, categories)
+    info: dict[str, Any] = {"num_images": len(val_set)}
+
+    if module is not None:
+        ensure_classes_match(module.categories, categories)
+        device = resolve_device(cfg.get("device", "auto"))
+        results, image_ids = predict_results(
+            module.model,
+            val_set,
+            categories,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            mask_threshold=cfg.mask_threshold,
+            device=device,
+            precision=cfg.precision,
+        )
+        iou_types: tuple[str, ...] = IOU_TYPES
+        info["ckpt_path"] = str(Path(cfg.ckpt_path).resolve())
+    else:
+        source = Path(cfg.results)
+        results = load_results(source)
+        supported = check_results(results, ground_truth, source=str(source))
+        iou_types = tuple(t for t in IOU_TYPES if t in supported) if results else IOU_TYPES
+        image_ids = None  # every validation image counts, predicted or not
+        info["results"] = str(source.resolve())
+        if "segm" not in iou_types:
+            log.info("%s has boxes only: evaluating bbox.", source)
+
+    metrics = evaluate_coco(
+        ground_truth, results, iou_types=iou_types, backend=cfg.backend, image_ids=image_ids
+    )
+    info["num_detections"] = len(results)
+    table = format_metrics_table(metrics)
+    print(
+        f"COCO metrics (%), {info['num_images']} validation images, "
+        f"{info['num_detections']} detections:\n{table}\n"
+        "AP: mean over IoU 0.50:0.95; s/m/l: objects under 32², 32²-96², over 96² pixels; "
+        "AR1/10/100: recall with at most 1/10/100 detections per image; -: nothing to measure."
+    )
+    output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "metrics.json"
+    _write_json(output, {"metrics": metrics, **info, "mask_threshold": cfg.mask_threshold})
+    log.info("Metrics written to %s", output)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except USER_ERRORS as error:
+        log.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

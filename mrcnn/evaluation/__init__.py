@@ -1,0 +1,29 @@
+"""COCO box and mask AP: results conversion, ground truth, COCOeval, validation-time evaluator."""
+
+from mrcnn.evaluation.coco import (
+    STAT_NAMES,
+    ResultsError,
+    check_results,
+    detections_to_coco_results,
+    evaluate_coco,
+    format_metrics_table,
+    load_ground_truth,
+    load_results,
+    targets_to_coco_ground_truth,
+)
+from mrcnn.evaluation.evaluator import CocoEvaluator, ground_truth_for, unwrap_dataset
+
+__all__ = [
+    "STAT_NAMES",
+    "CocoEvaluator",
+    "ResultsError",
+    "check_results",
+    "detections_to_coco_results",
+    "evaluate_coco",
+    "format_metrics_table",
+    "ground_truth_for",
+    "load_ground_truth",
+    "load_results",
+    "targets_to_coco_ground_truth",
+    "unwrap_dataset",
+]

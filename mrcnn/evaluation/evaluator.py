@@ -1,0 +1,170 @@
+"""COCO evaluation during validation: accumulate compact results, gather, evaluate once.
+
+Each validation batch is converted at once to COCO results with RLE masks (a few hundred bytes
+per detection instead of full-image float masks), so memory stays small and, under DDP, only
+these compact results travel between processes. Rank zero evaluates; every rank gets the
+metrics (so checkpoint callbacks monitoring ``val/segm_AP`` work on each rank).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+from mrcnn.data.categories import Categories
+from mrcnn.evaluation.coco import (
+    IOU_TYPES,
+    detections_to_coco_results,
+    evaluate_coco,
+    targets_to_coco_ground_truth,
+)
+
+log = logging.getLogger(__name__)
+
+
+def unwrap_dataset(dataset: Dataset) -> tuple[Dataset, list[int]]:
+    """The data set under ``Subset`` / ``TransformedDataset`` wrappers, and the indices into it.
+
+    Transforms are dropped on purpose: ground truth must come from un-augmented samples.
+    """
+    indices: list[int] | None = None
+    while True:
+        if isinstance(dataset, Subset):
+            inner = [int(i) for i in dataset.indices]
+            indices = inner if indices is None else [inner[i] for i in indices]
+            dataset = dataset.dataset
+        elif hasattr(dataset, "dataset") and hasattr(dataset, "transform"):
+            dataset = dataset.dataset  # mrcnn.data.datamodule.TransformedDataset
+        else:
+            break
+    if indices is None:
+        indices = list(range(len(dataset)))  # type: ignore[arg-type]
+    return dataset, indices
+
+
+def ground_truth_for(dataset: Dataset, categories: Categories | None = None) -> dict:
+    """COCO ground truth for a (possibly wrapped) data set, built once.
+
+    COCO data sets answer from their annotation file (``coco_ground_truth(indices)``: crowd
+    regions and original ids included). Other data sets (synthetic, mask folders) are read once,
+    without augmentation, and their targets converted with :func:`targets_to_coco_ground_truth`.
+    """
+    base, indices = unwrap_dataset(dataset)
+    if hasattr(base, "coco_ground_truth"):
+        return base.coco_ground_truth(indices)
+    categories = categories or getattr(base, "categories", None)
+    if categories is None:
+        raise ValueError(
+            f"{type(base).__name__} has no `categories`; pass categories to ground_truth_for."
+        )
+    targets, sizes = [], []
+    for index in indices:
+        image, target = base[index]
+        sizes.append(tuple(int(s) for s in image.shape[-2:]))
+        targets.append(target)
+    return targets_to_coco_ground_truth(targets, sizes, categories)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class CocoEvaluator:
+    """Collects detections batch by batch and computes COCO box and mask AP.
+
+    Usage in a validation loop::
+
+        evaluator.reset()                                  # on_validation_epoch_start
+        evaluator.update(detections, image_ids)            # each validation_step
+        metrics = evaluator.compute()                      # on_validation_epoch_end
+
+    Results are kept per image id: an image seen twice (DDP's sampler pads the last batch with
+    repeats) counts once. Only images that were predicted are evaluated, so
+    ``limit_val_batches`` gives the AP of the images seen, not one diluted by unseen ones.
+    """
+
+    def __init__(
+        self,
+        ground_truth: dict,
+        categories: Categories,
+        iou_types: Sequence[str] = IOU_TYPES,
+        mask_threshold: float = 0.5,
+        backend: str = "auto",
+    ) -> None:
+        self.ground_truth = ground_truth
+        self.categories = categories
+        self.iou_types = tuple(iou_types)
+        self.mask_threshold = mask_threshold
+        self.backend = backend
+        self._known_ids = {image["id"] for image in ground_truth["images"]}
+        self._results: dict[int, list[dict]] = {}
+
+    def reset(self) -> None:
+        self._results = {}
+
+    def __len__(self) -> int:
+        """Images seen since the last reset (on this process)."""
+        return len(self._results)
+
+    def update(self, detections: list[dict[str, Tensor]], image_ids: Sequence[Any]) -> None:
+        """Convert one batch's detections to compact COCO results (RLE masks) and keep them."""
+        ids = [int(i.item() if isinstance(i, Tensor) else i) for i in image_ids]
+        unknown = [i for i in ids if i not in self._known_ids]
+        if unknown:
+            raise KeyError(
+                f"Image ids {unknown} are not in the evaluation ground truth; it must be built "
+                "from the validation set (ground_truth_for(datamodule.val_set))."
+            )
+        results = detections_to_coco_results(
+            detections, ids, self.categories, mask_threshold=self.mask_threshold
+        )
+        per_image: dict[int, list[dict]] = {i: [] for i in ids}
+        for result in results:
+            per_image[result["image_id"]].append(result)
+        for image_id, image_results in per_image.items():
+            self._results.setdefault(image_id, image_results)
+
+    def gather(self) -> dict[int, list[dict]]:
+        """Every process's results merged (first copy of each image wins); local if not DDP."""
+        if not _distributed():
+            return dict(self._results)
+        gathered: list[dict[int, list[dict]] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, self._results)
+        merged: dict[int, list[dict]] = {}
+        for part in gathered:
+            for image_id, image_results in (part or {}).items():
+                merged.setdefault(image_id, image_results)
+        return merged
+
+    def compute(self) -> dict[str, float]:
+        """COCO metrics (``bbox_AP`` ... ``segm_ARl``) over every image seen, on every rank.
+
+        Under DDP, results are gathered, rank zero runs COCOeval once, and the metrics are
+        broadcast. Returns an empty dict if no image was seen.
+        """
+        merged = self.gather()
+        metrics: dict[str, float] = {}
+        rank = dist.get_rank() if _distributed() else 0
+        if rank == 0 and merged:
+            results = [r for image_results in merged.values() for r in image_results]
+            metrics = evaluate_coco(
+                self.ground_truth,
+                results,
+                iou_types=self.iou_types,
+                backend=self.backend,
+                image_ids=merged.keys(),
+            )
+        if _distributed():
+            box = [metrics]
+            dist.broadcast_object_list(box, src=0)
+            metrics = box[0]
+        return metrics
+
+    def results(self) -> list[dict]:
+        """This process's COCO results so far (e.g. to write a results file)."""
+        return [r for image_results in self._results.values() for r in image_results]

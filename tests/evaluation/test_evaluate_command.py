@@ -1,0 +1,156 @@
+"""`python -m mrcnn.evaluate`: checkpoint and results-file modes, end to end, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from coco_fakes import detections_from_ground_truth
+from runs import EVAL_DATA
+
+from mrcnn.config import compose_config
+from mrcnn.data.categories import Categories
+from mrcnn.evaluate import evaluate
+from mrcnn.evaluation import STAT_NAMES, ResultsError, detections_to_coco_results, evaluate_coco
+from mrcnn.model.checkpoint import CheckpointError, ClassesMismatchError
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def run_evaluate(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mrcnn.evaluate", *overrides, f"hydra.run.dir={cwd / 'run'}"],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def coco_overrides(coco_dir: Path) -> list[str]:
+    """All of coco128 as the validation set (its own json, crowd regions and ids included)."""
+    images, annotations = coco_dir / "val2017", coco_dir / "annotations/instances_val2017.json"
+    return [
+        "data=coco",
+        f"data.train.images={images}",
+        f"data.train.annotations={annotations}",
+        f"data.val.images={images}",
+        f"data.val.annotations={annotations}",
+        "data.num_workers=0",
+    ]
+
+
+def test_checkpoint_on_synthetic_prints_table_and_writes_json(tmp_path, checkpoint):
+    done = run_evaluate(f"ckpt_path={checkpoint}", *EVAL_DATA, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == list(STAT_NAMES))
+    assert lines[header + 1].split()[0] == "bbox" and lines[header + 2].split()[0] == "segm"
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(written["metrics"]) == {f"{t}_{n}" for t in ("bbox", "segm") for n in STAT_NAMES}
+    assert written["num_images"] == 2 and written["ckpt_path"] == str(checkpoint)
+    assert all(-1 <= v <= 1 for v in written["metrics"].values())
+
+
+def test_results_file_on_coco128_equals_pycocotools(tmp_path, coco_dir, coco_gt, coco_gt_path):
+    detections, image_ids, category_ids = detections_from_ground_truth(coco_gt, seed=7)
+    names = {c["id"]: c["name"] for c in coco_gt["categories"]}
+    categories = Categories(tuple(names[c] for c in category_ids), tuple(category_ids))
+    results = detections_to_coco_results(detections, image_ids, categories)
+    results_path = tmp_path / "detections.json"
+    results_path.write_text(json.dumps(results))
+
+    output = tmp_path / "out" / "metrics.json"
+    cfg = compose_config(
+        [*coco_overrides(coco_dir), f"results={results_path}", f"output={output}"],
+        output_dir=tmp_path,
+        config_name="evaluate",
+    )
+    metrics = evaluate(cfg)
+    expected = evaluate_coco(coco_gt_path, results, backend="pycocotools")
+    assert metrics.keys() == expected.keys()
+    for key, value in expected.items():
+        assert np.isclose(metrics[key], value, rtol=0, atol=1e-6), key
+    assert json.loads(output.read_text())["metrics"] == metrics
+
+
+def test_box_only_results_evaluate_bbox(tmp_path, coco_dir, coco_gt):
+    ann = next(a for a in coco_gt["annotations"] if not a["iscrowd"])
+    results = [{k: ann[k] for k in ("image_id", "category_id", "bbox")} | {"score": 0.9}]
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps(results))
+    cfg = compose_config(
+        [*coco_overrides(coco_dir), f"results={path}"], output_dir=tmp_path, config_name="evaluate"
+    )
+    metrics = evaluate(cfg)
+    assert set(metrics) == {f"bbox_{n}" for n in STAT_NAMES} and metrics["bbox_AP"] > 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not valid json"),
+        ('{"images": [], "annotations": []}', "looks like a COCO ground-truth file"),
+        ('[{"image_id": 1}]', "entry 0 is"),
+        ('[{"image_id": 424242, "category_id": 1, "score": 1, "bbox": [0, 0, 1, 1]}]', "image ids"),
+    ],
+)
+def test_bad_results_files_are_named_and_write_nothing(tmp_path, content, message):
+    path = tmp_path / "results.json"
+    path.write_text(content)
+    cfg = compose_config(
+        [*EVAL_DATA, f"results={path}"], output_dir=tmp_path, config_name="evaluate"
+    )
+    with pytest.raises(ResultsError, match=message):
+        evaluate(cfg)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_unknown_category_ids_in_results(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text('[{"image_id": 0, "category_id": 0, "score": 1, "bbox": [0, 0, 1, 1]}]')
+    cfg = compose_config(
+        [*EVAL_DATA, f"results={path}"], output_dir=tmp_path, config_name="evaluate"
+    )
+    with pytest.raises(ResultsError, match=r"category ids \[0\].*data set's own category ids"):
+        evaluate(cfg)
+
+
+def test_classes_mismatch_is_refused_before_inference(tmp_path, checkpoint, coco_dir):
+    cfg = compose_config(
+        [*coco_overrides(coco_dir), f"ckpt_path={checkpoint}"],
+        output_dir=tmp_path,
+        config_name="evaluate",
+    )
+    with pytest.raises(ClassesMismatchError, match=r"(?s)checkpoint \(3\).*data\s+\(80\)"):
+        evaluate(cfg)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_command_line_errors_are_one_clear_line(tmp_path):
+    text = tmp_path / "model.ckpt"
+    text.write_text("not a checkpoint\n")
+    done = run_evaluate(f"ckpt_path={text}", *EVAL_DATA, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "error: " in done.stderr and "is a text file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_exactly_one_source_is_required(tmp_path):
+    cfg = compose_config(EVAL_DATA, output_dir=tmp_path, config_name="evaluate")
+    with pytest.raises(ValueError, match="exactly one of ckpt_path"):
+        evaluate(cfg)
+    with pytest.raises(CheckpointError):
+        evaluate(
+            compose_config(
+                [*EVAL_DATA, f"ckpt_path={tmp_path}"], output_dir=tmp_path, config_name="evaluate"
+            )
+        )
