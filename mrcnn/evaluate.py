@@ -12,12 +12,8 @@ is written only when evaluation finished: a failure leaves no file that looks co
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,33 +36,20 @@ from mrcnn.evaluation.coco import (
     load_results,
 )
 from mrcnn.evaluation.evaluator import ground_truth_for
+from mrcnn.io import write_json_atomically
 from mrcnn.model.checkpoint import (
     CheckpointError,
     ClassesMismatchError,
     ensure_classes_match,
     load_module,
 )
-from mrcnn.precision import resolve_precision
+from mrcnn.model.forward import detect
+from mrcnn.precision import autocast_context, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
 # Errors whose message says all a user needs: shown without a traceback.
 USER_ERRORS = (FileNotFoundError, CheckpointError, ClassesMismatchError, ResultsError)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast_for(precision: str | int, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast for ``16``/``bf16`` (as training resolves them on this device), else nothing."""
-    chosen = resolve_precision(precision, device.type)
-    if chosen == "32-true":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if chosen.startswith("bf16") else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def predict_results(
@@ -85,6 +68,7 @@ def predict_results(
     """
     device = torch.device(device)
     model = model.to(device).eval()
+    backbone_autocast = autocast_context(resolve_precision(precision, device.type), device)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate, shuffle=False
     )
@@ -92,22 +76,12 @@ def predict_results(
     image_ids: list[int] = []
     with torch.inference_mode(), tqdm(total=len(dataset), desc="Evaluating", unit="img") as bar:
         for images, targets in loader:
-            with autocast_for(precision, device):
-                detections = model([image.to(device) for image in images])
+            detections = detect(model, [image.to(device) for image in images], backbone_autocast)
             ids = [int(target["image_id"]) for target in targets]
-            # detections_to_coco_results casts to float32 (bf16 boxes lose pixels).
             results += detections_to_coco_results(detections, ids, categories, mask_threshold)
             image_ids += ids
             bar.update(len(images))
     return results, image_ids
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write atomically: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as file:
-        json.dump(data, file, indent=2)
-    os.replace(file.name, path)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -164,7 +138,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "AR1/10/100: recall with at most 1/10/100 detections per image; -: nothing to measure."
     )
     output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "metrics.json"
-    _write_json(output, {"metrics": metrics, **info, "mask_threshold": cfg.mask_threshold})
+    write_json_atomically(
+        {"metrics": metrics, **info, "mask_threshold": cfg.mask_threshold}, output, indent=2
+    )
     log.info("Metrics written to %s", output)
     return metrics
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -47,3 +48,18 @@ def resolve_precision(precision: str | int, accelerator: str = "auto") -> str:
         raise ValueError(f"Unknown trainer.precision={asked!r}; use 32, 16 or bf16.")
     log.info("Precision: trainer.precision=%s on %s -> %s (%s).", asked, device, chosen, why)
     return chosen
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` is the CUDA GPU when there is one, else the CPU; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_context(chosen: str, device: torch.device) -> AbstractContextManager:
+    """Inference autocast for a precision from :func:`resolve_precision` (no-op for 32-true)."""
+    if chosen == "32-true":
+        return nullcontext()
+    dtype = torch.bfloat16 if chosen.startswith("bf16") else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

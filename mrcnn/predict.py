@@ -25,10 +25,8 @@ they exist, the run that wrote them finished.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -41,13 +39,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mrcnn.data.categories import Categories
 from mrcnn.evaluation.coco import detections_to_coco_results
+from mrcnn.io import write_json_atomically
 from mrcnn.model.checkpoint import CheckpointError, load_module
+from mrcnn.model.forward import detect
+from mrcnn.precision import autocast_context, resolve_device, resolve_precision
 from mrcnn.visualize import draw_prediction
 
 log = logging.getLogger(__name__)
@@ -148,19 +149,6 @@ def prepare_output(output: str | Path, files: list[Path], names: list[str], draw
     return out
 
 
-def write_json_atomically(data: Any, path: Path) -> None:
-    """Write JSON to a temporary file next to ``path`` and rename it: never a half-written file."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class ImageFiles(Dataset):
     """Decodes image files to uint8 RGB [3,H,W]; an unreadable file yields its error instead."""
 
@@ -181,46 +169,6 @@ class ImageFiles(Dataset):
 
 def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return batch
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast(device: torch.device, precision: str | int) -> contextlib.AbstractContextManager:
-    """Autocast for ``precision`` 32 | bf16 | 16 (fp16 has no fast CPU kernels: bf16 there)."""
-    asked = str(precision)
-    if asked in ("32", "32-true"):
-        return contextlib.nullcontext()
-    if asked in ("bf16", "bf16-mixed"):
-        dtype = torch.bfloat16
-    elif asked in ("16", "16-mixed"):
-        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    else:
-        raise PredictError(f"precision={asked!r}: use 32, bf16 or 16.")
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def detect(
-    model: nn.Module, images: list[Tensor], precision_context: contextlib.AbstractContextManager
-) -> list[dict[str, Tensor]]:
-    """torchvision Mask R-CNN's eval forward, with only the backbone under autocast.
-
-    Under autocast the whole model would decode boxes and paste masks in bf16/fp16, which moves
-    box corners by pixels (bf16 keeps 8 bits: steps of 0.5 px at 64-128 px, 2 px at 256-512).
-    The backbone is most of the cost; its features are cast to float32 and everything after it
-    (RPN, RoI heads, box decoding, mask pasting, resizing back) runs in float32.
-    """
-    original_sizes = [tuple(image.shape[-2:]) for image in images]
-    batch, _ = model.transform(images)
-    with precision_context:
-        features = model.backbone(batch.tensors)
-    features = {name: feature.float() for name, feature in features.items()}
-    proposals, _ = model.rpn(batch, features)
-    detections, _ = model.roi_heads(features, proposals, batch.image_sizes)
-    return model.transform.postprocess(detections, batch.image_sizes, original_sizes)
 
 
 def keep_confident(detection: dict[str, Tensor], score_threshold: float) -> dict[str, Tensor]:
@@ -246,7 +194,10 @@ def predict(cfg: DictConfig) -> PredictSummary:
     image_ids = image_ids_for(files, cfg.get("image_ids_from"))
     output = prepare_output(cfg.output, files, names, bool(cfg.draw))
     device = resolve_device(str(cfg.device))
-    autocast(device, cfg.precision)  # a bad value fails now, not after loading the model
+    try:  # a bad value fails now, not after loading the model
+        backbone_autocast = autocast_context(resolve_precision(cfg.precision, device.type), device)
+    except ValueError as error:
+        raise PredictError(str(error)) from error
 
     module = load_module(cfg.ckpt_path, map_location=device).eval()
     categories: Categories = module.categories
@@ -282,7 +233,7 @@ def predict(cfg: DictConfig) -> PredictSummary:
                 continue
             inputs = [item["image"].to(device).float().div_(255) for item in readable]
             with torch.inference_mode():
-                outputs = detect(module.model, inputs, autocast(device, cfg.precision))
+                outputs = detect(module.model, inputs, backbone_autocast)
             detections = [keep_confident(output, score_threshold) for output in outputs]
             ids = [image_ids[item["index"]] for item in readable]
             results.extend(detections_to_coco_results(detections, ids, categories, mask_threshold))

@@ -5,7 +5,7 @@ import torch
 from mrcnn.data import ShapesDataset
 from mrcnn.data.transforms import build_transforms, to_model_input
 from mrcnn.model.builder import build_maskrcnn
-from mrcnn.model.forward import losses_and_detections
+from mrcnn.model.forward import detect, losses_and_detections
 
 
 def _batch(n=2):
@@ -56,3 +56,16 @@ def test_losses_only_skips_detection():
     images, targets = _batch(1)
     losses, detections = losses_and_detections(model, images, targets, detect=False)
     assert detections is None and len(losses) == 5
+
+
+def test_detect_matches_torchvisions_eval_forward_in_float32():
+    torch.manual_seed(0)
+    model = build_maskrcnn(num_classes=4, min_size=96, max_size=96, box_score_thresh=0.0).eval()
+    images, _ = _batch()
+    with torch.no_grad():
+        expected = model(images)
+    detections = detect(model, images)
+    for ours, theirs in zip(detections, expected, strict=True):
+        assert len(theirs["scores"]) > 0
+        for key in theirs:
+            torch.testing.assert_close(ours[key], theirs[key])

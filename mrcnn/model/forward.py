@@ -10,7 +10,7 @@ sampled proposals and detections on the test-time ones.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -29,6 +29,28 @@ def _preserved_modes(model: nn.Module):
     finally:
         for module, training in modes:
             module.training = training
+
+
+@torch.no_grad()
+def detect(
+    model: MaskRCNN, images: list[Tensor], backbone_autocast: AbstractContextManager | None = None
+) -> list[dict[str, Tensor]]:
+    """torchvision's eval-mode forward, with only the backbone under ``backbone_autocast``.
+
+    Under autocast the whole model would decode boxes and paste masks in bf16/fp16, which moves
+    box corners by pixels (bf16 keeps 8 bits: 2 px steps at 256-512 px). The backbone is most
+    of the cost; everything after it (RPN, RoI heads, box decoding, mask pasting, resizing
+    back to the image) runs in float32. The model must be in eval mode.
+    """
+    original_sizes = [tuple(image.shape[-2:]) for image in images]
+    batch, _ = model.transform(images)
+    with backbone_autocast or nullcontext():
+        features = model.backbone(batch.tensors)
+    with torch.autocast(device_type=batch.tensors.device.type, enabled=False):
+        features = {name: feature.float() for name, feature in features.items()}
+        proposals, _ = model.rpn(batch, features)
+        detections, _ = model.roi_heads(features, proposals, batch.image_sizes)
+        return model.transform.postprocess(detections, batch.image_sizes, original_sizes)
 
 
 @torch.no_grad()
