@@ -59,9 +59,15 @@ def test_datamodule_batches_are_lists_of_float_images():
 
 
 def test_split_without_validation_set_is_deterministic():
-    def val_ids(seed):
+    def val_ids(split_seed, seed=0):
         datamodule = DetectionDataModule(
-            ShapesDataset(20, 64), None, val_fraction=0.25, seed=seed, num_workers=0, image_size=64
+            ShapesDataset(20, 64),
+            None,
+            val_fraction=0.25,
+            split_seed=split_seed,
+            seed=seed,
+            num_workers=0,
+            image_size=64,
         )
         datamodule.setup()
         return [target["image_id"] for _, target in datamodule.val_set]
@@ -69,3 +75,4 @@ def test_split_without_validation_set_is_deterministic():
     assert val_ids(0) == val_ids(0)
     assert len(val_ids(0)) == 5
     assert val_ids(0) != val_ids(1)
+    assert val_ids(0, seed=0) == val_ids(0, seed=5), "the run's seed must not move the split"

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from mrcnn.data.categories import Categories
-from mrcnn.data.transforms import build_transforms, to_model_input
+from mrcnn.data.sampler import GroupedBatchSampler, aspect_groups
+from mrcnn.data.transforms import build_transforms
+from mrcnn.data.wrappers import TransformedDataset
+
+log = logging.getLogger(__name__)
 
 Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
 
@@ -18,26 +23,6 @@ def collate(samples: list[tuple[torch.Tensor, dict[str, Any]]]) -> Batch:
     """Images differ in size, so a batch is a list of images and a list of targets (no stacking)."""
     images, targets = zip(*samples, strict=True)
     return list(images), list(targets)
-
-
-class TransformedDataset(Dataset):
-    """Applies a v2 pipeline to a data set's samples and hands the model plain tensors."""
-
-    def __init__(self, dataset: Dataset, transform) -> None:
-        self.dataset = dataset
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        image, target = self.dataset[index]
-        kept_before = len(target["labels"])
-        image, target = self.transform(image, target)
-        image, target = to_model_input(image, target)
-        # Instances an augmentation made degenerate count as dropped, like invalid ones.
-        target["num_dropped"] = target.get("num_dropped", 0) + kept_before - len(target["labels"])
-        return image, target
 
 
 def split_indices(num_items: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -57,9 +42,15 @@ def split_indices(num_items: int, val_fraction: float, seed: int) -> tuple[list[
 class DetectionDataModule(L.LightningDataModule):
     """Serves (images, targets) list batches from a training and an optional validation set.
 
-    When ``val`` is None, a ``val_fraction`` of ``train`` is held out, chosen by ``seed``.
+    When ``val`` is None, a ``val_fraction`` of ``train`` is held out, chosen by ``split_seed``
+    (not the run's ``seed``: every run, sweep job and ``mrcnn.evaluate`` sees the same split).
     Data sets expose ``categories`` (:class:`Categories`); the model's ``num_classes`` comes
     from there, never from a hand-typed number.
+
+    ``group_by_aspect_ratio`` batches landscape with landscape and portrait with portrait images
+    (:class:`~mrcnn.data.sampler.GroupedBatchSampler`); under DDP keep the trainer's
+    ``use_distributed_sampler=True`` (the default): Lightning then rebuilds the grouped sampler
+    around its DistributedSampler, so each rank groups its own shard.
     """
 
     def __init__(
@@ -75,6 +66,8 @@ class DetectionDataModule(L.LightningDataModule):
         num_workers: int = 2,
         pin_memory: bool = False,
         seed: int = 0,
+        split_seed: int = 0,
+        group_by_aspect_ratio: bool = True,
     ) -> None:
         super().__init__()
         build_transforms(augment, image_size)  # fail on a bad preset now, not in a worker
@@ -89,6 +82,8 @@ class DetectionDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
+        self.split_seed = split_seed
+        self.group_by_aspect_ratio = group_by_aspect_ratio
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -100,28 +95,53 @@ class DetectionDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         train, val = self.train_source, self.val_source
+        log.info("Training data: %s.", describe(train))
         if val is None:
-            train_idx, val_idx = split_indices(len(train), self.val_fraction, self.seed)
+            train_idx, val_idx = split_indices(len(train), self.val_fraction, self.split_seed)
             train, val = Subset(train, train_idx), Subset(train, val_idx)
+            log.info(
+                "No validation set given: holding out %d of %d images (val_fraction=%s, "
+                "split_seed=%d).",
+                len(val_idx),
+                len(train_idx) + len(val_idx),
+                self.val_fraction,
+                self.split_seed,
+            )
         elif val.categories != self.categories:
             raise ValueError(
                 "The training and validation sets have different categories:\n"
                 f"  train: {self.categories.names}\n  val:   {val.categories.names}\n"
                 "Both must come from the same category list (same names, same ids)."
             )
-        self.train_set = TransformedDataset(train, build_transforms(self.augment, self.image_size))
-        self.val_set = TransformedDataset(val, build_transforms("none", self.image_size))
+        else:
+            log.info("Validation data: %s.", describe(val))
+        self.train_set = TransformedDataset(
+            train, build_transforms(self.augment, self.image_size, self.max_image_size)
+        )
+        self.val_set = TransformedDataset(
+            val, build_transforms("none", self.image_size, self.max_image_size)
+        )
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        if shuffle and self.group_by_aspect_ratio:
+            # RandomSampler inside (not DistributedSampler): Lightning reads it to decide that
+            # its injected DistributedSampler must shuffle. See mrcnn/data/sampler.py.
+            sampler = RandomSampler(dataset, generator=generator)
+            batching: dict[str, Any] = {
+                "batch_sampler": GroupedBatchSampler(
+                    sampler, batch_size, group_ids=aspect_groups(dataset)
+                )
+            }
+        else:
+            batching = {"batch_size": batch_size, "shuffle": shuffle, "generator": generator}
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
+            **batching,
             num_workers=self.num_workers,
             collate_fn=collate,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -131,3 +151,10 @@ class DetectionDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         self.setup()
         return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+
+
+def describe(dataset: Dataset) -> str:
+    """A data set's one-line summary (its ``describe()``), or its type and size."""
+    if hasattr(dataset, "describe"):
+        return dataset.describe()
+    return f"{type(dataset).__name__} with {len(dataset)} images"

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from mrcnn.data.categories import Categories
-from mrcnn.data.targets import make_target, validate_target
+from mrcnn.data.targets import make_target, num_dropped, validate_target
 
 SHAPES = ("circle", "square", "triangle")
 
@@ -103,7 +103,7 @@ class ShapesDataset(Dataset):
         )
         target = make_target(mask_tensor, labels, image_id=index)
         target, dropped = validate_target(target, (height, width), len(SHAPES), self.source(index))
-        target["num_dropped"] = sum(dropped.values())
+        target["num_dropped"] = num_dropped(dropped)
         return tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1).contiguous()), target
 
 

@@ -14,14 +14,20 @@ from typing import Any
 import torch
 from torchvision import tv_tensors
 
+from mrcnn.data.errors import DataError, SizeMismatchError
+
 # Reasons an instance is dropped; the keys of the counters returned by validate_target.
 EMPTY_MASK = "empty_mask"
 DEGENERATE_BOX = "degenerate_box"
 CLIPPED_BOX = "clipped_box"  # kept, but its box stuck out of the image and was clipped
 
 
-class InvalidTargetError(ValueError):
+class InvalidTargetError(DataError):
     """A target that no training can use; the message names the file, the instance and the fix."""
+
+
+class MaskSizeError(InvalidTargetError, SizeMismatchError):
+    """Masks of a target whose size differs from the image's."""
 
 
 def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
@@ -35,6 +41,18 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     boxes = torch.zeros((n, 4), dtype=torch.float32)
     if n == 0:
         return boxes
+    masks = masks if masks.dtype == torch.uint8 else (masks != 0).to(torch.uint8)
+    # amax, not any(): on uint8 it is ~50x faster on CPU here.
+    rows = masks.amax(dim=2) != 0  # [N, H]
+    cols = masks.amax(dim=1) != 0  # [N, W]
+    present = rows.amax(dim=1)
+    height, width = rows.shape[1], cols.shape[1]
+    y1 = rows.to(torch.uint8).argmax(dim=1)
+    y2 = height - rows.flip(1).to(torch.uint8).argmax(dim=1)
+    x1 = cols.to(torch.uint8).argmax(dim=1)
+    x2 = width - cols.flip(1).to(torch.uint8).argmax(dim=1)
+    boxes[present] = torch.stack([x1, y1, x2, y2], dim=1)[present].float()
+    return boxes
     any_rows = (masks != 0).any(dim=2)  # [N, H]
     any_cols = (masks != 0).any(dim=1)  # [N, W]
     for i in range(n):
@@ -95,7 +113,7 @@ def validate_target(
             f"shape {tuple(masks.shape)}; expected boxes [N,4] and masks [N,H,W] with N = {n}."
         )
     if tuple(masks.shape[-2:]) != (height, width):
-        raise InvalidTargetError(
+        raise MaskSizeError(
             f"{source}: mask size {masks.shape[-1]}x{masks.shape[-2]} (WxH) differs from the "
             f"image size {width}x{height}. Masks must be drawn on the image they annotate: "
             "re-export the mask at the image's size or pair it with the right image."
@@ -110,7 +128,7 @@ def validate_target(
 
     counts: Counter = Counter()
     masks = masks.to(torch.uint8) if masks.dtype != torch.uint8 else masks
-    non_empty = (masks.flatten(1) != 0).any(dim=1) if n else torch.zeros(0, dtype=torch.bool)
+    non_empty = masks.flatten(1).amax(dim=1) != 0 if n else torch.zeros(0, dtype=torch.bool)
     counts[EMPTY_MASK] += int((~non_empty).sum())
 
     clipped = boxes.clone().float()
@@ -133,3 +151,8 @@ def validate_target(
         if key not in ("boxes", "labels", "masks") and per_instance:
             valid[key] = value[keep]
     return valid, +counts
+
+
+def num_dropped(counts: Counter) -> int:
+    """Instances that :func:`validate_target` removed (a clipped box is kept, so not counted)."""
+    return sum(n for reason, n in counts.items() if reason != CLIPPED_BOX)

@@ -11,7 +11,7 @@ from mrcnn.evaluation.coco import (
     load_results,
     targets_to_coco_ground_truth,
 )
-from mrcnn.evaluation.evaluator import CocoEvaluator, ground_truth_for, unwrap_dataset
+from mrcnn.evaluation.evaluator import CocoEvaluator, ground_truth_for
 
 __all__ = [
     "STAT_NAMES",
@@ -25,5 +25,4 @@ __all__ = [
     "load_ground_truth",
     "load_results",
     "targets_to_coco_ground_truth",
-    "unwrap_dataset",
 ]

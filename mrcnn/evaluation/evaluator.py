@@ -14,9 +14,10 @@ from typing import Any
 
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from mrcnn.data.categories import Categories
+from mrcnn.data.wrappers import unwrap_dataset
 from mrcnn.evaluation.coco import (
     IOU_TYPES,
     detections_to_coco_results,
@@ -25,26 +26,6 @@ from mrcnn.evaluation.coco import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def unwrap_dataset(dataset: Dataset) -> tuple[Dataset, list[int]]:
-    """The data set under ``Subset`` / ``TransformedDataset`` wrappers, and the indices into it.
-
-    Transforms are dropped on purpose: ground truth must come from un-augmented samples.
-    """
-    indices: list[int] | None = None
-    while True:
-        if isinstance(dataset, Subset):
-            inner = [int(i) for i in dataset.indices]
-            indices = inner if indices is None else [inner[i] for i in indices]
-            dataset = dataset.dataset
-        elif hasattr(dataset, "dataset") and hasattr(dataset, "transform"):
-            dataset = dataset.dataset  # mrcnn.data.datamodule.TransformedDataset
-        else:
-            break
-    if indices is None:
-        indices = list(range(len(dataset)))  # type: ignore[arg-type]
-    return dataset, indices
 
 
 def ground_truth_for(dataset: Dataset, categories: Categories | None = None) -> dict:

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from mrcnn.data.categories import Categories
+from mrcnn.data.errors import DataError
 from mrcnn.evaluation.evaluator import CocoEvaluator, ground_truth_for
 from mrcnn.model.builder import build_maskrcnn
 from mrcnn.model.forward import losses_and_detections
@@ -96,6 +97,7 @@ class MaskRCNNModule(L.LightningModule):
         self._panels: list[Tensor] = []
         self.skipped_batches = 0
         self.last_validated_step = -1
+        self._epoch_batches = self._epoch_instances = 0
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections for a list of float [0,1] images, in eval mode."""
@@ -149,6 +151,8 @@ class MaskRCNNModule(L.LightningModule):
             self.log("train/skipped_batches", float(self.skipped_batches), batch_size=len(images))
             return None
         batch_size = len(images)
+        self._epoch_batches += 1
+        self._epoch_instances += sum(len(target["labels"]) for target in targets)
         self._log_losses("train", losses, total, batch_size)
         self.log(
             "train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size, on_step=True
@@ -163,6 +167,20 @@ class MaskRCNNModule(L.LightningModule):
             reduce_fx="sum",
         )
         return total
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_batches = self._epoch_instances = 0
+
+    def on_train_epoch_end(self) -> None:
+        # Checked here rather than by reading every mask up front: a whole epoch of images,
+        # none with a usable instance, means the model can learn nothing but background.
+        complete = self._epoch_batches == self.trainer.num_training_batches
+        if complete and self._epoch_batches and not self._epoch_instances:
+            raise DataError(
+                f"No usable instance in a whole epoch ({self._epoch_batches} batches): every "
+                "training image is a negative or its instances were dropped as empty. Run "
+                "`python -m mrcnn.data.check` with the same data overrides to see why."
+            )
 
     def setup(self, stage: str) -> None:
         """Build the validation ground truth once (from the annotation file for COCO data)."""

@@ -1,0 +1,52 @@
+"""Data set wrappers: transforms on top of a data set, and the way back to the data set beneath."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from mrcnn.data.transforms import to_model_input
+
+
+class TransformedDataset(Dataset):
+    """Applies a v2 pipeline to a data set's samples and hands the model plain tensors."""
+
+    def __init__(self, dataset: Dataset, transform) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        image, target = self.dataset[index]
+        kept_before = len(target["labels"])
+        image, target = self.transform(image, target)
+        image, target = to_model_input(image, target)
+        # Instances an augmentation made degenerate count as dropped, like invalid ones.
+        target["num_dropped"] = target.get("num_dropped", 0) + kept_before - len(target["labels"])
+        return image, target
+
+
+def unwrap_dataset(dataset: Dataset) -> tuple[Dataset, list[int]]:
+    """The data set under ``Subset`` / :class:`TransformedDataset` wrappers, and the indices
+    into it of the wrapper's items, in order.
+
+    What needs the original samples or their metadata goes through here: evaluation ground
+    truth (never augmented) and aspect-ratio grouping (sizes without decoding images).
+    """
+    indices: list[int] | None = None
+    while True:
+        if isinstance(dataset, Subset):
+            inner = [int(i) for i in dataset.indices]
+            indices = inner if indices is None else [inner[i] for i in indices]
+            dataset = dataset.dataset
+        elif isinstance(dataset, TransformedDataset):
+            dataset = dataset.dataset
+        else:
+            break
+    if indices is None:
+        indices = list(range(len(dataset)))  # type: ignore[arg-type]
+    return dataset, indices
