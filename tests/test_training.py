@@ -128,6 +128,7 @@ def _nan_datamodule():
         image_size=64,
         max_image_size=64,
         augment="none",
+        group_by_aspect_ratio=False,  # _NaNImages does not expose image sizes
     )
     datamodule.setup()
     datamodule.train_set = _NaNImages(datamodule.train_set)
