@@ -26,7 +26,7 @@ from torchvision import tv_tensors
 from mrcnn.data.categories import Categories
 from mrcnn.data.errors import DataError, SizeMismatchError, listing
 from mrcnn.data.images import read_image
-from mrcnn.data.targets import make_target, num_dropped, validate_target
+from mrcnn.data.targets import checked_sample, num_dropped
 
 log = logging.getLogger(__name__)
 
@@ -265,12 +265,10 @@ class CocoDataset(Dataset):
             )
         else:
             masks = torch.zeros((0, height, width), dtype=torch.uint8)
-        target = make_target(masks, [label for _, label, _ in anns], image_id=self.image_id(index))
-        target, dropped = validate_target(
-            target, (height, width), len(self.categories.names), source
+        labels = [label for _, label, _ in anns]
+        return checked_sample(
+            image, masks, labels, self.image_id(index), len(self.categories.names), source
         )
-        pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        return tv_tensors.Image(pixels), target, dropped
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         image, target, dropped = self.load(index)

@@ -31,7 +31,7 @@ from torchvision import tv_tensors
 from mrcnn.data.categories import Categories
 from mrcnn.data.errors import DataError, SizeMismatchError, listing
 from mrcnn.data.images import image_hw, read_image, read_mask
-from mrcnn.data.targets import make_target, num_dropped, validate_target
+from mrcnn.data.targets import checked_sample, num_dropped
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_EXTENSIONS = (".png", ".tif", ".tiff")
@@ -229,12 +229,7 @@ class MaskFolderDataset(Dataset):
             )
         else:
             masks = torch.zeros((0, height, width), dtype=torch.uint8)
-        target = make_target(masks, labels, image_id=index)
-        target, dropped = validate_target(
-            target, (height, width), len(self.categories.names), source
-        )
-        pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        return tv_tensors.Image(pixels), target, dropped
+        return checked_sample(image, masks, labels, index, len(self.categories.names), source)
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         image, target, dropped = self.load(index)
