@@ -54,14 +54,6 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     x2 = width - cols.flip(1).to(torch.uint8).argmax(dim=1)
     boxes[present] = torch.stack([x1, y1, x2, y2], dim=1)[present].float()
     return boxes
-    any_rows = (masks != 0).any(dim=2)  # [N, H]
-    any_cols = (masks != 0).any(dim=1)  # [N, W]
-    for i in range(n):
-        ys = torch.nonzero(any_rows[i]).flatten()
-        xs = torch.nonzero(any_cols[i]).flatten()
-        if len(xs) and len(ys):
-            boxes[i] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float32)
-    return boxes
 
 
 def make_target(
