@@ -37,20 +37,36 @@ def test_schedule_drives_the_optimizer_and_rejects_unknown_decay():
 
 
 @pytest.mark.parametrize(
-    ("asked", "accelerator", "chosen"),
+    ("asked", "accelerator", "native_bf16", "chosen"),
     [
-        (32, "cpu", "32-true"),
-        (16, "cpu", "bf16-mixed"),
-        ("16-mixed", "cpu", "bf16-mixed"),
-        (16, "gpu", "16-mixed"),
-        ("bf16", "cpu", "bf16-mixed"),
-        ("bf16-mixed", "cuda", "bf16-mixed"),
+        (32, "cpu", True, "32-true"),
+        (16, "cpu", True, "bf16-mixed"),
+        ("16-mixed", "cpu", True, "bf16-mixed"),
+        (16, "cpu", False, "32-true"),  # emulated bf16 would be far slower than float32
+        ("16-mixed", "cpu", False, "32-true"),
+        (16, "gpu", None, "16-mixed"),
+        ("bf16", "cpu", True, "bf16-mixed"),
+        ("bf16-mixed", "cuda", None, "bf16-mixed"),
     ],
 )
-def test_precision_is_what_makes_sense_on_the_device(asked, accelerator, chosen, caplog):
+def test_precision_is_what_makes_sense_on_the_device(
+    asked, accelerator, native_bf16, chosen, caplog
+):
     caplog.set_level("INFO")
-    assert resolve_precision(asked, accelerator) == chosen
+    assert resolve_precision(asked, accelerator, native_bf16=native_bf16) == chosen
     assert f"-> {chosen}" in caplog.text
+
+
+def test_explicit_bf16_on_a_cpu_without_bf16_hardware_is_kept_with_a_warning(caplog):
+    caplog.set_level("INFO")
+    assert resolve_precision("bf16", "cpu", native_bf16=False) == "bf16-mixed"
+    warning = next(r for r in caplog.records if r.levelname == "WARNING")
+    assert "trainer.precision=32" in warning.getMessage()
+
+
+def test_this_machines_cpu_answer_decides_cpu_fp16(caplog):
+    expected = "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+    assert resolve_precision(16, "cpu") == expected
 
 
 @pytest.mark.parametrize("asked", ["16-true", "bf16-true", "8"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import urllib.error
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from torchvision.models.detection import (
     MaskRCNN_ResNet50_FPN_V2_Weights,
     MaskRCNN_ResNet50_FPN_Weights,
 )
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, RPNHead, _default_anchorgen
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
@@ -41,6 +43,7 @@ def build_maskrcnn(
     weights_backbone: str | None = None,
     weights_path: str | None = None,
     trainable_backbone_layers: int | None = None,
+    anchor_sizes: Sequence[int] | None = None,
     load_weights: bool = True,
     **detector_kwargs: Any,
 ) -> MaskRCNN:
@@ -56,6 +59,10 @@ def build_maskrcnn(
             ``mrcnn`` checkpoint), for machines without internet.
         trainable_backbone_layers: 0-5 ResNet stages to train; only meaningful with pretrained
             weights (a random backbone trains all 5 with trainable BatchNorm).
+        anchor_sizes: the RPN anchor size (pixels, at the model's input scale) of each of the
+            five FPN levels; torchvision's are ``32, 64, 128, 256, 512``, sized for 800 px
+            images. Smaller images with small objects want smaller anchors. Aspect ratios stay
+            0.5, 1 and 2. Pretrained RPN weights still fit (same anchors per location).
         load_weights: False builds the same architecture without fetching any weights (used
             when a checkpoint's own state dict is loaded right after).
         detector_kwargs: ``MaskRCNN`` keyword arguments: ``min_size``, ``max_size``, RPN and
@@ -86,6 +93,8 @@ def build_maskrcnn(
     pretrained = any(w is not None for w in (weights, weights_backbone, weights_path))
     trainable_layers = _trainable_layers(pretrained, trainable_backbone_layers)
 
+    if anchor_sizes is not None:
+        detector_kwargs["rpn_anchor_generator"] = _anchor_generator(anchor_sizes)
     v2 = name.endswith("_v2")
     # Pretrained v1 ResNets keep torchvision's frozen BatchNorm; a random backbone must train
     # its BatchNorm (frozen BN with random statistics gives NaN losses from the first step).
@@ -98,7 +107,7 @@ def build_maskrcnn(
         body, trainable_layers, norm_layer=nn.BatchNorm2d if v2 else None
     )
     if v2:
-        anchors = _default_anchorgen()
+        anchors = detector_kwargs.get("rpn_anchor_generator") or _default_anchorgen()
         detector_kwargs = {
             "rpn_anchor_generator": anchors,
             "rpn_head": RPNHead(256, anchors.num_anchors_per_location()[0], conv_depth=2),
@@ -115,6 +124,17 @@ def build_maskrcnn(
     elif load_weights and weights_path is not None:
         load_detector_weights(model, read_state_dict(weights_path), weights_path)
     return model
+
+
+def _anchor_generator(sizes: Sequence[int]) -> AnchorGenerator:
+    """One anchor size per FPN level (five levels), each with aspect ratios 0.5, 1 and 2."""
+    sizes = [int(size) for size in sizes]
+    if len(sizes) != 5 or any(size <= 0 for size in sizes):
+        raise ValueError(
+            f"model.detector.anchor_sizes={sizes}: give five positive sizes in pixels, one per "
+            "FPN level from the finest to the coarsest (torchvision: [32, 64, 128, 256, 512])."
+        )
+    return AnchorGenerator(tuple((size,) for size in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
 
 
 def _trainable_layers(pretrained: bool, requested: int | None) -> int:
