@@ -93,3 +93,17 @@ def test_trainable_layers_without_pretrained_weights_warns(caplog):
 def test_bad_model_config_gives_a_clear_error(kwargs, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         build_maskrcnn(**kwargs, **SMALL)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet50_v2"])
+def test_anchor_sizes_set_the_rpn_anchors_of_each_fpn_level(name):
+    model = build_maskrcnn(num_classes=2, name=name, anchor_sizes=[8, 16, 32, 64, 128], **SMALL)
+    assert model.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
+    model.eval()
+    with torch.no_grad():
+        model([torch.rand(3, 64, 64)])  # the RPN head fits the generator (3 anchors a place)
+
+
+def test_anchor_sizes_need_one_size_per_fpn_level():
+    with pytest.raises(ValueError, match="five positive sizes"):
+        build_maskrcnn(num_classes=2, anchor_sizes=[16, 32, 64], **SMALL)
