@@ -85,5 +85,17 @@ def test_help_lists_config_groups_and_cfg_job_prints_config(tmp_path):
     assert "backbone: resnet101, resnet50, resnet50_v2" in help_text
     assert "python -m mrcnn.train backbone=resnet101 trainer.precision=16" in help_text
     job = OmegaConf.create(run_train("--cfg", "job", cwd=tmp_path).stdout)
-    assert job.backbone.name == "resnet50" and job.data.image_size == 256
+    assert job.backbone.name == "resnet50" and job.data.image_size == 128
     assert not (tmp_path / "outputs").exists(), "--help/--cfg must not start a run"
+
+
+def test_tuned_settings_specialise_only_their_data_and_optimizer_pair():
+    tuned = OmegaConf.load(CONFIG_DIR / "tuned" / "synthetic_sgd.yaml")
+    sgd = OmegaConf.load(CONFIG_DIR / "optimizer" / "sgd.yaml")
+    adamw = OmegaConf.load(CONFIG_DIR / "optimizer" / "adamw.yaml")
+    assert tuned.optimizer.lr != sgd.lr  # otherwise this test proves nothing
+    assert compose_config().optimizer.lr == tuned.optimizer.lr  # the default run
+    assert compose_config(["trainer=cpu"]).trainer.max_steps == tuned.trainer.max_steps
+    assert compose_config(["optimizer=adamw"]).optimizer.lr == adamw.lr
+    assert compose_config(["data=coco128"]).optimizer.lr == sgd.lr
+    assert compose_config(["optimizer.lr=0.005"]).optimizer.lr == 0.005  # the command line wins
