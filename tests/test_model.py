@@ -107,3 +107,33 @@ def test_anchor_sizes_set_the_rpn_anchors_of_each_fpn_level(name):
 def test_anchor_sizes_need_one_size_per_fpn_level():
     with pytest.raises(ValueError, match="five positive sizes"):
         build_maskrcnn(num_classes=2, anchor_sizes=[16, 32, 64], **SMALL)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet50_v2"])
+def test_narrow_heads_train_and_detect(name):
+    model = build_maskrcnn(num_classes=4, name=name, head_channels=64, box_head_size=128, **SMALL)
+    assert model.backbone.out_channels == 64
+    assert model.roi_heads.box_predictor.cls_score.in_features == 128
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4
+    narrow = sum(p.numel() for p in model.parameters())
+    assert narrow < 0.7 * sum(p.numel() for p in build_maskrcnn(4, name=name).parameters())
+    image = torch.rand(3, 64, 64)
+    target = {
+        "boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]),
+        "labels": torch.tensor([2]),
+        "masks": torch.zeros(1, 64, 64, dtype=torch.uint8),
+    }
+    target["masks"][0, 8:40, 8:40] = 1
+    losses = model([image], [target])
+    assert all(torch.isfinite(value) for value in losses.values())
+    model.eval()
+    with torch.no_grad():
+        (detections,) = model([image])
+    assert set(detections) == {"boxes", "labels", "scores", "masks"}
+
+
+def test_narrow_heads_refuse_coco_detector_weights(tmp_path):
+    path = tmp_path / "detector.pth"
+    torch.save(build_maskrcnn(num_classes=91, **SMALL).state_dict(), path)
+    with pytest.raises(ValueError, match="model=fast or model=default"):
+        build_maskrcnn(num_classes=3, weights_path=str(path), head_channels=64, **SMALL)

@@ -18,8 +18,15 @@ from torchvision.models.detection import (
 )
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, RPNHead, _default_anchorgen
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+from torchvision.models.detection.faster_rcnn import (
+    FastRCNNConvFCHead,
+    FastRCNNPredictor,
+    RPNHead,
+    TwoMLPHead,
+    _default_anchorgen,
+)
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,8 @@ def build_maskrcnn(
     weights_path: str | None = None,
     trainable_backbone_layers: int | None = None,
     anchor_sizes: Sequence[int] | None = None,
+    head_channels: int = 256,
+    box_head_size: int = 1024,
     load_weights: bool = True,
     **detector_kwargs: Any,
 ) -> MaskRCNN:
@@ -63,6 +72,11 @@ def build_maskrcnn(
             five FPN levels; torchvision's are ``32, 64, 128, 256, 512``, sized for 800 px
             images. Smaller images with small objects want smaller anchors. Aspect ratios stay
             0.5, 1 and 2. Pretrained RPN weights still fit (same anchors per location).
+        head_channels: channels of the FPN outputs, the RPN head and the mask head (4 convs);
+            torchvision's 256. At small image sizes these heads, not the ResNet, cost most of a
+            training step; fewer channels make a from-scratch model on a CPU several times
+            cheaper. Only 256 fits COCO-trained detector weights.
+        box_head_size: width of the box head's two fully connected layers (torchvision: 1024).
         load_weights: False builds the same architecture without fetching any weights (used
             when a checkpoint's own state dict is loaded right after).
         detector_kwargs: ``MaskRCNN`` keyword arguments: ``min_size``, ``max_size``, RPN and
@@ -84,6 +98,14 @@ def build_maskrcnn(
         )
     if weights is not None and weights_path is not None:
         raise ValueError("Give either backbone.weights or backbone.weights_path, not both.")
+    slim = (head_channels, box_head_size) != (256, 1024)
+    if slim and (weights or weights_path):
+        raise ValueError(
+            f"model.detector.head_channels={head_channels} / box_head_size={box_head_size}: "
+            "detector weights (backbone.weights / weights_path) fit torchvision's heads only "
+            "(256 channels, box head 1024). Use model=fast or model=default with them, or "
+            "backbone.weights_backbone for an ImageNet ResNet under narrow heads."
+        )
     detector_weights = detector_enum.verify(weights) if weights is not None else None
     backbone_weights = (
         imagenet_enum.verify(weights_backbone)
@@ -103,21 +125,37 @@ def build_maskrcnn(
         weights=backbone_weights if load_weights else None,
         norm_layer=norm_layer,
     )
-    backbone = _resnet_fpn_extractor(
-        body, trainable_layers, norm_layer=nn.BatchNorm2d if v2 else None
-    )
+    fpn_norm = nn.BatchNorm2d if v2 else None
+    backbone = _resnet_fpn_extractor(body, trainable_layers, norm_layer=fpn_norm)
+    if slim:
+        # A narrower FPN, RPN and RoI heads: same layers, fewer channels (see `head_channels`).
+        in_channels = [body.inplanes // 8 * 2**level for level in range(4)]
+        backbone.fpn = FeaturePyramidNetwork(
+            in_channels, head_channels, extra_blocks=LastLevelMaxPool(), norm_layer=fpn_norm
+        )
+        backbone.out_channels = head_channels
+    channels, head_norm = head_channels, nn.BatchNorm2d if v2 else None
+    heads: dict[str, nn.Module] = {}
     if v2:
         anchors = detector_kwargs.get("rpn_anchor_generator") or _default_anchorgen()
-        detector_kwargs = {
+        heads = {
             "rpn_anchor_generator": anchors,
-            "rpn_head": RPNHead(256, anchors.num_anchors_per_location()[0], conv_depth=2),
+            "rpn_head": RPNHead(channels, anchors.num_anchors_per_location()[0], conv_depth=2),
             "box_head": FastRCNNConvFCHead(
-                (256, 7, 7), [256, 256, 256, 256], [1024], norm_layer=nn.BatchNorm2d
+                (channels, 7, 7), [channels] * 4, [box_head_size], norm_layer=head_norm
             ),
-            "mask_head": MaskRCNNHeads(256, [256, 256, 256, 256], 1, norm_layer=nn.BatchNorm2d),
-            **detector_kwargs,
+            "mask_head": MaskRCNNHeads(channels, [channels] * 4, 1, norm_layer=head_norm),
         }
-    model = MaskRCNN(backbone, num_classes=num_classes, **detector_kwargs)
+    elif slim:
+        heads = {
+            "box_head": TwoMLPHead(channels * 7 * 7, box_head_size),
+            "mask_head": MaskRCNNHeads(channels, [channels] * 4, 1),
+        }
+    if slim:  # the class-specific predictors on top of the narrower heads
+        heads["box_predictor"] = FastRCNNPredictor(box_head_size, num_classes)
+        heads["mask_predictor"] = MaskRCNNPredictor(channels, channels, num_classes)
+    detector_kwargs = {**heads, **detector_kwargs}
+    model = MaskRCNN(backbone, num_classes=None if slim else num_classes, **detector_kwargs)
 
     if load_weights and detector_weights is not None:
         load_detector_weights(model, _download(detector_weights), str(detector_weights))
