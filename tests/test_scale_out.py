@@ -56,7 +56,7 @@ def series(run_dir: Path, tag: str) -> dict[int, float]:
 
 
 def test_two_process_ddp_writes_one_run_and_keeps_ranks_identical(tmp_path):
-    run_dir, weights = tmp_path / "run", tmp_path / "weights"
+    weights = tmp_path / "weights"
     run(
         "trainer=ddp",
         "trainer.accelerator=cpu",
@@ -64,13 +64,13 @@ def test_two_process_ddp_writes_one_run_and_keeps_ranks_identical(tmp_path):
         *TINY,
         "data.val.num_images=3",  # 2 + 2 with one repeat: each image must still count once
         *CONSTANT_LR,
-        f"hydra.run.dir={run_dir}",
         "+callbacks.rank_weights._target_=rank_weights.SaveWeightsPerRank",
         f"+callbacks.rank_weights.dirpath={weights}",
         cwd=tmp_path,
     )
-    # One run folder: nothing else was created anywhere (no per-rank Hydra folder, no outputs/).
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "weights"]
+    # One run folder, outputs/<date>/<time> as Hydra names it: none per rank, nothing else.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs", "weights"]
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")
     assert sorted(p.name for p in run_dir.iterdir()) == [
         ".hydra",
         "checkpoints",
@@ -78,7 +78,7 @@ def test_two_process_ddp_writes_one_run_and_keeps_ranks_identical(tmp_path):
         "tensorboard",
         "train.log",
     ]
-    assert [p.relative_to(tmp_path) for p in tmp_path.rglob(".hydra")] == [Path("run/.hydra")]
+    assert list(tmp_path.rglob(".hydra")) == [run_dir / ".hydra"]
     # One writer of TensorBoard events (event file names end in <host>.<pid>.<n>).
     events = list(tmp_path.rglob("events.out.tfevents.*"))
     assert events and {p.parent for p in events} == {run_dir / "tensorboard"}
@@ -173,6 +173,19 @@ def test_run_killed_hard_resumes_with_the_same_steps_as_an_uninterrupted_run(tmp
     uninterrupted = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
     for key, value in resumed.state_dict().items():
         assert torch.equal(value, uninterrupted["state_dict"][key]), key
+
+
+def test_ddp_in_a_multirun_is_refused_with_the_way_out(tmp_path):
+    result = subprocess.run(
+        command("-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "seed=1,2"),
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "trainer=ddp inside a Hydra multirun (-m) is not supported" in result.stderr
 
 
 def test_ckpt_path_last_names_the_missing_file(tmp_path):
