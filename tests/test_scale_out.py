@@ -55,6 +55,7 @@ def series(run_dir: Path, tag: str) -> dict[int, float]:
     return {event.step: event.value for event in accumulator.Scalars(tag)}
 
 
+@pytest.mark.slow  # two training processes and an evaluation: about 95 s on a busy 2-core CPU
 def test_two_process_ddp_writes_one_run_and_keeps_ranks_identical(tmp_path):
     weights = tmp_path / "weights"
     run(
@@ -130,12 +131,14 @@ def test_two_process_ddp_writes_one_run_and_keeps_ranks_identical(tmp_path):
 
 RESUME = [
     *TINY,
-    "trainer.max_steps=7",  # 4 steps per epoch: the checkpoint at step 5 is mid-epoch 2
-    "callbacks.last_checkpoint.every_n_train_steps=5",
+    "data.train.num_images=6",  # 3 steps per epoch: the checkpoint at step 4 is mid-epoch 2
+    "trainer.max_steps=5",
+    "callbacks.last_checkpoint.every_n_train_steps=4",
     "trainer.limit_val_batches=0",
 ]
 
 
+@pytest.mark.slow  # three training processes: about 4 minutes on a busy 2-core CPU
 def test_run_killed_hard_resumes_with_the_same_steps_as_an_uninterrupted_run(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     run(*RESUME, f"hydra.run.dir={whole}", cwd=tmp_path)
@@ -150,26 +153,26 @@ def test_run_killed_hard_resumes_with_the_same_steps_as_an_uninterrupted_run(tmp
     last = killed / "checkpoints" / "last.ckpt"
     try:
         deadline = time.monotonic() + 300
-        # Killed once step 5 is saved and its losses are on disk (checkpoints flush the logs).
+        # Killed once step 4 is saved and its losses are on disk (checkpoints flush the logs).
         while process.poll() is None and time.monotonic() < deadline:
-            if last.exists() and 4 in series(killed, "train/loss_step"):
+            if last.exists() and 3 in series(killed, "train/loss_step"):
                 break
             time.sleep(0.2)
         assert process.poll() is None, "the run ended before it could be killed"
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    assert torch.load(last, weights_only=True)["global_step"] == 5
+    assert torch.load(last, weights_only=True)["global_step"] == 4
 
     # The documented command: the overrides come back from the checkpoint.
     run("ckpt_path=last", f"hydra.run.dir={killed}", cwd=tmp_path)
 
     for tag in ("train/loss_step", "train/loss_mask_step", "train/lr"):
         expected = series(whole, tag)
-        assert sorted(expected) == list(range(7))
+        assert sorted(expected) == list(range(5))
         assert series(killed, tag) == expected, tag
     resumed = MaskRCNNModule.load_from_checkpoint(last, load_weights=False, weights_only=True)
-    assert torch.load(last, weights_only=True)["global_step"] == 7
+    assert torch.load(last, weights_only=True)["global_step"] == 5
     uninterrupted = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
     for key, value in resumed.state_dict().items():
         assert torch.equal(value, uninterrupted["state_dict"][key]), key
