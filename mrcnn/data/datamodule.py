@@ -7,10 +7,16 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from lightning.pytorch.trainer.states import TrainerFn
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from mrcnn.data.categories import Categories
-from mrcnn.data.sampler import GroupedBatchSampler, aspect_groups
+from mrcnn.data.sampler import (
+    EpochBatchSampler,
+    EpochShuffle,
+    GroupedBatchSampler,
+    aspect_groups,
+)
 from mrcnn.data.transforms import build_transforms
 from mrcnn.data.wrappers import TransformedDataset
 
@@ -51,6 +57,11 @@ class DetectionDataModule(L.LightningDataModule):
     (:class:`~mrcnn.data.sampler.GroupedBatchSampler`); under DDP keep the trainer's
     ``use_distributed_sampler=True`` (the default): Lightning then rebuilds the grouped sampler
     around its DistributedSampler, so each rank groups its own shard.
+
+    Resuming: the training order is a function of (seed, epoch), and the data module's state
+    in a checkpoint says which epoch and how many of its batches were trained on, so a run
+    resumed from a mid-epoch checkpoint carries on with the next batch (see
+    :mod:`mrcnn.data.sampler`).
     """
 
     def __init__(
@@ -86,6 +97,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.group_by_aspect_ratio = group_by_aspect_ratio
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self._resume_at: tuple[int, int] | None = None
 
     @property
     def categories(self) -> Categories:
@@ -123,21 +135,28 @@ class DetectionDataModule(L.LightningDataModule):
         )
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        if shuffle and self.group_by_aspect_ratio:
-            # RandomSampler inside (not DistributedSampler): Lightning reads it to decide that
-            # its injected DistributedSampler must shuffle. See mrcnn/data/sampler.py.
-            sampler = RandomSampler(dataset, generator=generator)
-            batching: dict[str, Any] = {
-                "batch_sampler": GroupedBatchSampler(
-                    sampler, batch_size, group_ids=aspect_groups(dataset)
+        # The loader's own generator (not torch's global one) seeds its workers, so creating
+        # a loader does not move the random stream the model's sampling draws from.
+        generator = torch.Generator().manual_seed(self.seed)
+        if shuffle:
+            # EpochShuffle is a RandomSampler: Lightning reads it to decide that the
+            # DistributedSampler it injects under DDP must shuffle. See mrcnn/data/sampler.py.
+            sampler = EpochShuffle(dataset, seed=self.seed)
+            resume_at, self._resume_at = self._resume_at, None
+            batch_sampler = (
+                GroupedBatchSampler(
+                    sampler, batch_size, group_ids=aspect_groups(dataset), resume_at=resume_at
                 )
-            }
+                if self.group_by_aspect_ratio
+                else EpochBatchSampler(sampler, batch_size, resume_at=resume_at)
+            )
+            batching: dict[str, Any] = {"batch_sampler": batch_sampler}
         else:
-            batching = {"batch_size": batch_size, "shuffle": shuffle, "generator": generator}
+            batching = {"batch_size": batch_size, "shuffle": False}
         return DataLoader(
             dataset,
             **batching,
+            generator=generator,
             num_workers=self.num_workers,
             collate_fn=collate,
             pin_memory=self.pin_memory,
@@ -151,6 +170,22 @@ class DetectionDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         self.setup()
         return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in its data (saved in checkpoints): the epoch and its batches done."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        epoch = trainer.current_epoch
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:  # saved at the end of an epoch
+            epoch, done = epoch + 1, 0
+        return {"train_epoch": epoch, "train_batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Resume the training data where the checkpoint left it (read by train_dataloader)."""
+        if "train_epoch" in state_dict:
+            self._resume_at = (state_dict["train_epoch"], state_dict["train_batches_done"])
 
 
 def describe(dataset: Dataset) -> str:

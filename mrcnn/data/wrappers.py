@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -10,8 +13,27 @@ from torch.utils.data import Dataset, Subset
 from mrcnn.data.transforms import to_model_input
 
 
+@contextmanager
+def seeded_random(seed: int) -> Iterator[None]:
+    """Seeds torch's CPU generator and Python's ``random`` (what augmentations draw from) inside,
+    and gives both back their state after, so the caller's random stream is untouched."""
+    python_state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+
+
 class TransformedDataset(Dataset):
-    """Applies a v2 pipeline to a data set's samples and hands the model plain tensors."""
+    """Applies a v2 pipeline to a data set's samples and hands the model plain tensors.
+
+    An item is asked for by index, or by ``(index, seed)`` (what the training batch samplers
+    in :mod:`mrcnn.data.sampler` yield): then the augmentation draws from that seed alone, so
+    it is the same whatever the number of workers, and after a resume.
+    """
 
     def __init__(self, dataset: Dataset, transform) -> None:
         self.dataset = dataset
@@ -20,7 +42,14 @@ class TransformedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, Any]]:
+        if isinstance(key, tuple):
+            index, seed = key
+            with seeded_random(seed):
+                return self._sample(index)
+        return self._sample(key)
+
+    def _sample(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         image, target = self.dataset[index]
         kept_before = len(target["labels"])
         image, target = self.transform(image, target)

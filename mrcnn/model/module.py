@@ -17,7 +17,7 @@ from mrcnn.data.errors import DataError
 from mrcnn.evaluation.evaluator import CocoEvaluator, ground_truth_for
 from mrcnn.model.builder import build_maskrcnn
 from mrcnn.model.forward import losses_and_detections
-from mrcnn.model.schedule import warmup_schedule
+from mrcnn.model.schedule import scaled_lr, warmup_schedule
 from mrcnn.visualize import draw_prediction, draw_target, panel_grid, side_by_side
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ class MaskRCNNModule(L.LightningModule):
             true), ``mask_threshold`` (0.5), ``backend`` (``auto``), ``image_panels`` (how
             many validation images TensorBoard shows with ground truth and predictions, 4),
             ``panel_score_threshold`` (0.5).
+        lr_reference_batch: the global batch (images per optimizer step) that
+            ``optimizer.lr`` is given for; the optimizer then runs with ``lr * global batch /
+            lr_reference_batch`` (:func:`~mrcnn.model.schedule.scaled_lr`). None: ``lr`` as is.
         load_weights: False skips fetching pretrained weights (the checkpoint has them).
     """
 
@@ -71,6 +74,7 @@ class MaskRCNNModule(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         on_nonfinite_loss: str = "raise",
         evaluation: dict[str, Any] | None = None,
+        lr_reference_batch: int | None = None,
         load_weights: bool = True,
     ) -> None:
         super().__init__()
@@ -98,6 +102,7 @@ class MaskRCNNModule(L.LightningModule):
         self.skipped_batches = 0
         self.last_validated_step = -1
         self._epoch_batches = self._epoch_instances = 0
+        self._training_rng: tuple[Tensor, Tensor | None] | None = None
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections for a list of float [0,1] images, in eval mode."""
@@ -117,12 +122,14 @@ class MaskRCNNModule(L.LightningModule):
             prog_bar=True,
             on_step=on_step,
             on_epoch=True,
+            sync_dist=True,  # under DDP: the mean over every process's images
         )
         self.log_dict(
             {f"{stage}/{name}": losses[name] for name in LOSS_NAMES},
             batch_size=batch_size,
             on_step=on_step,
             on_epoch=True,
+            sync_dist=True,
         )
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
@@ -165,6 +172,7 @@ class MaskRCNNModule(L.LightningModule):
             on_step=False,
             on_epoch=True,
             reduce_fx="sum",
+            sync_dist=True,
         )
         return total
 
@@ -184,6 +192,12 @@ class MaskRCNNModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Build the validation ground truth once (from the annotation file for COCO data)."""
+        if self.hparams.on_nonfinite_loss == "skip" and self.trainer.world_size > 1:
+            raise ValueError(
+                "on_nonfinite_loss=skip does not work with several processes (DDP): a process "
+                "skipping a batch would leave the others waiting for its gradients. Use "
+                "on_nonfinite_loss=raise."
+            )
         datamodule = getattr(self.trainer, "datamodule", None)
         wanted = self.evaluation["coco_metrics"] and stage in ("fit", "validate")
         if not wanted or self.evaluator is not None or datamodule is None:
@@ -195,6 +209,20 @@ class MaskRCNNModule(L.LightningModule):
             mask_threshold=self.evaluation["mask_threshold"],
             backend=self.evaluation["backend"],
         )
+
+    def on_validation_start(self) -> None:
+        # Validation samples RoIs for its losses; it must not move the training's random stream,
+        # or a resumed run (or one validating at other steps) would train differently.
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        self._training_rng = (torch.get_rng_state(), cuda)
+
+    def on_validation_end(self) -> None:
+        if self._training_rng is not None:
+            cpu, cuda = self._training_rng
+            torch.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, self.device)
+            self._training_rng = None
 
     def on_validation_epoch_start(self) -> None:
         if self.evaluator is not None:
@@ -236,7 +264,7 @@ class MaskRCNNModule(L.LightningModule):
         # on a curve it would read as a real value, so it is left out.
         defined = {f"val/{name}": value for name, value in metrics.items() if value >= 0}
         if defined:
-            self.log_dict(defined)
+            self.log_dict(defined, sync_dist=True)  # the same on every rank: no change
         if self._panels:
             grid = panel_grid(self._panels, columns=1)
             for logger in self.loggers:
@@ -247,6 +275,8 @@ class MaskRCNNModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.SGD", "lr": 0.01})
+        if self.hparams.get("lr_reference_batch"):
+            optimizer_cfg["lr"] = self._scaled_lr(optimizer_cfg["lr"])
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = instantiate(optimizer_cfg, params=params)
         if not self.hparams.scheduler:
@@ -261,3 +291,31 @@ class MaskRCNNModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+    def _scaled_lr(self, lr: float) -> float:
+        """``lr`` scaled from ``lr_reference_batch`` images to this run's global batch (logged)."""
+        trainer = self.trainer
+        per_device = getattr(trainer.datamodule, "batch_size", None)
+        if per_device is None:
+            raise ValueError(
+                "lr_reference_batch needs the per-device batch size: fit with a datamodule that "
+                "has `batch_size` (mrcnn's DetectionDataModule), or set lr_reference_batch=null."
+            )
+        reference = self.hparams.lr_reference_batch
+        world, accumulate = trainer.world_size, trainer.accumulate_grad_batches
+        lr_used = scaled_lr(lr, per_device, world, accumulate, reference)
+        if trainer.is_global_zero:
+            log.info(
+                "Learning rate: optimizer.lr=%g is for %d images per step; this run steps on %d "
+                "(data.batch_size=%d x %d devices x %d nodes x accumulate_grad_batches=%d) "
+                "-> lr %g.",
+                lr,
+                reference,
+                per_device * world * accumulate,
+                per_device,
+                trainer.num_devices,
+                trainer.num_nodes,
+                accumulate,
+                lr_used,
+            )
+        return lr_used

@@ -45,3 +45,23 @@ def warmup_schedule(optimizer: Optimizer, total_steps: int, **schedule: float | 
     """A ``LambdaLR`` stepping once per optimizer step; see :func:`lr_factor` for the options."""
     lr_factor(0, total_steps, **schedule)  # validate the options now, not at the first step
     return LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, **schedule))
+
+
+def scaled_lr(
+    lr: float, per_device_batch: int, world_size: int, accumulate: int, reference_batch: int
+) -> float:
+    """The linear scaling rule: ``lr`` is given for ``reference_batch`` images per optimizer step.
+
+    The global batch is ``per_device_batch * world_size * accumulate`` (world size = devices x
+    nodes), and the learning rate grows with it: torchvision's detection reference gives
+    lr 0.02 for 16 images (8 GPUs x 2) and says to scale it linearly (Goyal et al. 2017).
+    """
+    for name, value in (
+        ("data.batch_size", per_device_batch),
+        ("world size (devices x nodes)", world_size),
+        ("trainer.accumulate_grad_batches", accumulate),
+        ("lr_reference_batch", reference_batch),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1 for the learning-rate rule, got {value}.")
+    return lr * per_device_batch * world_size * accumulate / reference_batch

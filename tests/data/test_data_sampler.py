@@ -33,7 +33,7 @@ def test_batches_share_orientation_and_cover_every_index_once():
     sizes = [(100, 200) if i % 3 else (200, 100) for i in range(23)]
     groups = [int(h > w) for h, w in sizes]
     sampler = GroupedBatchSampler(RandomSampler(range(23)), 4, group_ids=groups)
-    batches = list(sampler)
+    batches = [[index for index, _ in batch] for batch in sampler]  # (index, augmentation seed)
     assert len(batches) == len(sampler) == math.ceil(23 / 4)
     assert sorted(i for b in batches for i in b) == list(range(23))
     full_mixed = [b for b in batches if len(b) == 4 and len({groups[i] for i in b}) > 1]
@@ -62,7 +62,7 @@ def test_datamodule_groups_by_default_and_lightning_injects_distributed_sampler(
         batch_sampler = ddp_loader.batch_sampler
         assert isinstance(batch_sampler, GroupedBatchSampler)
         assert batch_sampler.sampler is shard and batch_sampler.group_ids == groups
-        batches = list(batch_sampler)
+        batches = [[index for index, _ in batch] for batch in batch_sampler]
         assert len(batches) == len(batch_sampler)
         per_rank.append(batches)
     assert len(per_rank[0]) == len(per_rank[1])  # every rank runs the same number of steps
@@ -77,3 +77,25 @@ def test_grouping_can_be_turned_off():
         ShapesDataset(10, 64), batch_size=2, num_workers=0, group_by_aspect_ratio=False
     )
     assert not isinstance(datamodule.train_dataloader().batch_sampler, GroupedBatchSampler)
+
+
+def test_order_is_a_function_of_seed_and_epoch_and_resumes_mid_epoch():
+    datamodule = DetectionDataModule(
+        ShapesDataset(20, 64, size_jitter=0.5, seed=3), batch_size=3, num_workers=0, seed=7
+    )
+
+    def epoch_batches(epoch, loader=None):
+        loader = loader or datamodule.train_dataloader()
+        loader.batch_sampler.sampler.set_epoch(epoch)
+        return list(loader.batch_sampler)
+
+    first, again = epoch_batches(1), epoch_batches(1)
+    assert first == again  # a fresh loader (a restarted run) sees the same epoch
+    assert first != epoch_batches(2)
+    # A checkpoint after 2 batches of epoch 1: the resumed loader starts at the third.
+    datamodule.load_state_dict({"train_epoch": 1, "train_batches_done": 2})
+    resumed = list(datamodule.train_dataloader().batch_sampler)
+    assert resumed == first[2:]
+    # Each sample carries its augmentation seed: the same sample, the same augmentation.
+    image, _ = datamodule.train_set[first[0][0]]
+    assert torch.equal(image, datamodule.train_set[first[0][0]][0])

@@ -1,0 +1,30 @@
+"""A callback for tests that run real multi-process training: each rank saves its weights.
+
+Added to a real ``python -m mrcnn.train`` run like any callback, through the config:
+``+callbacks.rank_weights._target_=rank_weights.SaveWeightsPerRank
++callbacks.rank_weights.dirpath=DIR`` (with ``tests/`` on ``PYTHONPATH``).
+"""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class SaveWeightsPerRank(Callback):
+    """Writes ``step<N>-rank<R>.pt`` after optimizer step N: ``parameters`` and ``buffers``."""
+
+    def __init__(self, dirpath: str, steps: tuple[int, ...] = (1, 2)) -> None:
+        self.dirpath = Path(dirpath)
+        self.steps = set(steps)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if trainer.global_step in self.steps:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            name = f"step{trainer.global_step}-rank{trainer.global_rank}.pt"
+            state = {
+                "parameters": {k: v.detach() for k, v in pl_module.named_parameters()},
+                "buffers": {k: v.detach() for k, v in pl_module.named_buffers()},
+            }
+            torch.save(state, self.dirpath / name)
