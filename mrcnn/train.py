@@ -100,8 +100,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """The CLI; returns ``optimized_metric`` for sweepers (Optuna maximises it)."""
     metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric"))
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        log.warning(
+            "optimized_metric=%s was not logged (validation off?); a sweeper gets None. "
+            "Logged: %s",
+            name,
+            sorted(metrics),
+        )
+        return None
+    log.info("Returning %s=%s (optimized_metric).", name, metrics[name])
+    return metrics[name]
 
 
 if __name__ == "__main__":
