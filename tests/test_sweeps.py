@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 import submitit
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -65,6 +66,7 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
 
+@pytest.mark.slow  # 4 jobs; tests/test_cli.py runs a 2-job multirun in every test run
 def test_grid_multirun_runs_every_combination_in_its_own_folder(tmp_path):
     run_train(
         "-m",
