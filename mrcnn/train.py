@@ -107,8 +107,7 @@ def main(cfg: DictConfig) -> float | None:
         return None
     if name not in metrics:
         log.warning(
-            "optimized_metric=%s was not logged (validation off?); a sweeper gets None. "
-            "Logged: %s",
+            "optimized_metric=%s was not logged (validation off?); a sweeper gets None. Logged: %s",
             name,
             sorted(metrics),
         )

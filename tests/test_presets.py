@@ -139,6 +139,7 @@ REAL_DATA_TINY = [
     "model.detector.rpn_pre_nms_top_n_test=200",
     "model.detector.rpn_post_nms_top_n_test=200",
     "model.detector.box_batch_size_per_image=64",
+    "model.detector.box_detections_per_img=20",
     *NO_CHECKPOINTS,
     "hydra.run.dir=run",
 ]
