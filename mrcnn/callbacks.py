@@ -52,6 +52,8 @@ class ModelCheckpoint(LightningModelCheckpoint):
             self._flush_pending = False
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.fast_dev_run:  # no checkpoints (Lightning 2.6's on_train_end forgets this)
+            return
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         super().on_train_end(trainer, pl_module)

@@ -161,6 +161,22 @@ def _resume_overrides(ckpt_path: Path, overrides: list[str]) -> list[str]:
     return [*kept, *overrides]
 
 
+def _optimized_metric(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """``optimized_metric`` of this run, for sweepers (Optuna maximises it), with one log line."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        log.warning(
+            "optimized_metric=%s was not logged (validation off?); a sweeper gets None. Logged: %s",
+            name,
+            sorted(metrics),
+        )
+        return None
+    log.info("Returning %s=%s (optimized_metric).", name, metrics[name])
+    return metrics[name]
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """``python -m mrcnn.train``. Under DDP, Lightning starts this script again for every other
@@ -191,7 +207,7 @@ def main(cfg: DictConfig) -> float | None:
             cfg = hydra.compose(config_name="train", overrides=resumed)
             overrides = resumed
     metrics = train(cfg, overrides)
-    return metrics.get(cfg.get("optimized_metric"))
+    return _optimized_metric(cfg, metrics)
 
 
 if __name__ == "__main__":
