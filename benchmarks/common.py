@@ -228,7 +228,8 @@ def main_for(name: str, description: str, run: Callable, extra_args: Callable | 
         rows = run(args)
         check_rows(rows)
         print(format_table(rows))
-        write_rows(rows, args.json)
+        arguments = sys.argv[1:] if argv is None else list(argv)
+        write_rows(rows, args.json, " ".join(["python -m", f"benchmarks.{name}", *arguments]))
         print(f"\nWrote {args.json}")
         return rows
 

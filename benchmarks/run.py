@@ -4,12 +4,18 @@ Runs every figure module's ``run(args)`` with its own defaults (or its smallest 
 ``--quick``), prints one table and writes every row, with the machine, to
 ``benchmarks/results/latest.json``. Figure modules that are absent (e.g. ``precision`` and
 ``learning_speed`` before they exist) are skipped with a note.
+
+``--collect`` runs nothing: it merges the rows that the figure scripts last wrote
+(``benchmarks/results/<name>.json``, e.g. from figures run one by one or side by side) into one
+table and ``latest.json``, keeping each script's command and machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -59,8 +65,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         default=None,
         help="images of figure 6's generated file (default: its own, COCO train2017's 118287)",
     )
+    parser.add_argument(
+        "--collect", action="store_true", help="merge the figures' last JSON files, run nothing"
+    )
     args = parser.parse_args(argv)
+    if args.collect:
+        return collect(args.only or FIGURES, args.json)
     setup(args)
+    command = " ".join(["python -m benchmarks.run", *(sys.argv[1:] if argv is None else argv)])
     rows: list[dict[str, Any]] = []
     for name in args.only or FIGURES:
         try:
@@ -75,13 +87,32 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         check_rows(figure_rows)
         rows += figure_rows
         print(f"[{name}] {len(figure_rows)} row(s) in {time.perf_counter() - start:.0f} s")
-        write_rows(rows, args.json)  # partial results survive an interrupted run
+        write_rows(rows, args.json, command)  # partial results survive an interrupted run
     print(format_table(rows))
     print(f"\nWrote {args.json}")
+    return rows
+
+
+def collect(names: Sequence[str], path: Any) -> list[dict[str, Any]]:
+    """One table and JSON from ``benchmarks/results/<name>.json`` of each figure present."""
+    rows, sources = [], {}
+    for name in names:
+        source = RESULTS_DIR / f"{name}.json"
+        if not source.exists():
+            print(f"[{name}] no {source}, skipped")
+            continue
+        payload = json.loads(source.read_text())
+        check_rows(payload["rows"])
+        rows += payload["rows"]
+        sources[name] = {"command": payload["command"], "machine": payload["machine"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"collected_from": sources, "rows": rows}, indent=2) + "\n")
+    print(format_table(rows))
+    print(f"\nWrote {path}")
     return rows
 
 
 if __name__ == "__main__":
     main()
 
-__all__ = ["FIGURES", "RESULTS_DIR", "main"]
+__all__ = ["FIGURES", "collect", "main"]

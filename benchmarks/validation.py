@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     images = sum(len(b[0]) for b in batches)
     notes = (
         f"{cfg.data.image_size} px, {num_batches} batch(es) of {cfg.data.batch_size}, model=fast, "
-        f"{max(detections) / images:.0f} detections/image; s per pass: validation "
+        f"{sum(detections[-num_batches:]) / images:.0f} detections/image; s per pass: validation "
         f"{spread(times['validation'])}, inference {spread(times['inference'])}"
     )
     return [
