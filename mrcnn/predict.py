@@ -174,6 +174,11 @@ def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def keep_confident(detection: dict[str, Tensor], score_threshold: float) -> dict[str, Tensor]:
     """One image's detections on the CPU in float32, those with ``score >= score_threshold``."""
     keep = detection["scores"].float() >= score_threshold
+    if bool(keep.all()):  # nothing to drop: no copy of the full-image masks
+        return {
+            key: (value.float() if value.is_floating_point() else value).cpu()
+            for key, value in detection.items()
+        }
     return {
         key: (value[keep].float() if value.is_floating_point() else value[keep]).cpu()
         for key, value in detection.items()

@@ -9,11 +9,15 @@ detectron2's ``data/common.py``). Masks are decoded per item, never held.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import pickle
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,26 @@ from mrcnn.data.targets import checked_sample, num_dropped
 
 log = logging.getLogger(__name__)
 
+# What json.load gives for numbers (bool is an int to isinstance, as it was accepted before).
+NUMBER_TYPES = frozenset({int, float, bool})
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a big annotation file is read.
+
+    ``json.load`` and parsing create millions of objects without cycles; the collector's passes
+    over them took about a third of the start-up time on a COCO-train-sized file (see
+    ``benchmarks/scale.py``). Reference counting still frees everything as usual.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
 
 def load_json(path: str | Path) -> dict[str, Any]:
     """The parsed annotation file; a clear error for a missing or malformed one."""
@@ -40,7 +64,7 @@ def load_json(path: str | Path) -> dict[str, Any]:
             "data.val.annotations) to a COCO instances json."
         )
     try:
-        with path.open("rb") as file:
+        with path.open("rb") as file, cyclic_gc_paused():
             data = json.load(file)
     except json.JSONDecodeError as error:
         raise DataError(
@@ -63,7 +87,11 @@ def _segmentation_problem(seg: Any, height: int, width: int) -> str | None:
     if isinstance(seg, list):
         if not seg:
             return "has an empty segmentation list"
-        if not all(isinstance(p, list) and all(isinstance(v, int | float) for v in p) for p in seg):
+        # Types are collected in C (map/set): a per-coordinate isinstance loop took longer
+        # than parsing the json itself on a COCO-train-sized file (benchmarks/scale.py).
+        if not all(isinstance(p, list) for p in seg) or not NUMBER_TYPES.issuperset(
+            map(type, chain.from_iterable(seg))
+        ):
             return "has a polygon segmentation that is not a list of coordinate lists"
         return None
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
@@ -119,9 +147,11 @@ class CocoDataset(Dataset):
                 "data.train.images / data.val.images to the folder holding the json's file_name "
                 "entries."
             )
-        data = load_json(self.annotations)
-        self.categories = self._parse_categories(data["categories"])
-        self._parse(data)
+        with cyclic_gc_paused():
+            data = load_json(self.annotations)
+            self.categories = self._parse_categories(data["categories"])
+            self._parse(data)
+            del data
         if self.num_instances == 0:
             raise DataError(
                 f"{self.annotations}: no usable instance at all ({len(self)} images, "
@@ -163,44 +193,44 @@ class CocoDataset(Dataset):
                 index_of[entry["id"]] = len(images)
                 images.append(entry)
         per_image: list[list[tuple]] = [[] for _ in images]
+        sizes = [(int(image["height"]), int(image["width"])) for image in images]
         seen_ids: set[int] = set()
-        known = set(self.categories.dataset_ids)
+        # One pass over every annotation (860k for COCO train): messages are only formatted
+        # for problems, and the common path does nothing twice.
+        label_of = {cid: self.categories.label(cid) for cid in self.categories.dataset_ids}
         self.num_crowd = 0
         for ann in data["annotations"]:
             ann_id = ann.get("id") if isinstance(ann, dict) else None
-            where = f"annotation id {ann_id}"
             if ann_id is None:
                 problems.append(f"annotation {str(ann)[:80]} has no 'id'")
                 continue
             if ann_id in seen_ids:
-                problems.append(f"{where} appears more than once")
+                problems.append(f"annotation id {ann_id} appears more than once")
                 continue
             seen_ids.add(ann_id)
-            if ann.get("image_id") not in index_of:
+            index = index_of.get(ann.get("image_id"))
+            if index is None:
                 problems.append(
-                    f"{where} is for image id {ann.get('image_id')}, which is not in 'images'"
+                    f"annotation id {ann_id} is for image id {ann.get('image_id')}, which is not "
+                    "in 'images'"
                 )
                 continue
-            if ann.get("category_id") not in known:
+            label = label_of.get(ann.get("category_id"))
+            if label is None:
                 problems.append(
-                    f"{where} (image id {ann['image_id']}) has category id "
+                    f"annotation id {ann_id} (image id {ann['image_id']}) has category id "
                     f"{ann.get('category_id')}, which is not in 'categories'"
                 )
                 continue
-            image = images[index_of[ann["image_id"]]]
-            crowd = bool(ann.get("iscrowd", 0))
-            self.num_crowd += crowd
-            if crowd:
+            if ann.get("iscrowd", 0):
+                self.num_crowd += 1
                 continue  # evaluation reads crowd regions from the json itself
-            problem = _segmentation_problem(
-                ann.get("segmentation"), int(image["height"]), int(image["width"])
-            )
+            segmentation = ann.get("segmentation")
+            problem = _segmentation_problem(segmentation, *sizes[index])
             if problem:
-                problems.append(f"{where} (image id {ann['image_id']}) {problem}")
+                problems.append(f"annotation id {ann_id} (image id {ann['image_id']}) {problem}")
                 continue
-            per_image[index_of[ann["image_id"]]].append(
-                (int(ann_id), self.categories.label(ann["category_id"]), ann["segmentation"])
-            )
+            per_image[index].append((int(ann_id), label, segmentation))
         if problems:
             raise DataError(
                 f"{self.annotations}: {len(problems)} problem(s); fix or remove these entries:\n"

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from mrcnn.data.categories import Categories
 from mrcnn.data.sampler import (
@@ -18,7 +18,7 @@ from mrcnn.data.sampler import (
     aspect_groups,
 )
 from mrcnn.data.transforms import build_transforms
-from mrcnn.data.wrappers import TransformedDataset
+from mrcnn.data.wrappers import CompactSubset, TransformedDataset
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class DetectionDataModule(L.LightningDataModule):
         log.info("Training data: %s.", describe(train))
         if val is None:
             train_idx, val_idx = split_indices(len(train), self.val_fraction, self.split_seed)
-            train, val = Subset(train, train_idx), Subset(train, val_idx)
+            train, val = CompactSubset(train, train_idx), CompactSubset(train, val_idx)
             log.info(
                 "No validation set given: holding out %d of %d images (val_fraction=%s, "
                 "split_seed=%d).",

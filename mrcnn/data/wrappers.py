@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
@@ -57,6 +58,35 @@ class TransformedDataset(Dataset):
         # Instances an augmentation made degenerate count as dropped, like invalid ones.
         target["num_dropped"] = target.get("num_dropped", 0) + kept_before - len(target["labels"])
         return image, target
+
+
+class CompactSubset(Subset):
+    """A ``Subset`` whose indices are one numpy array instead of a list of Python ints.
+
+    Data loader workers read a random index per item; from a list, that touches (and, through
+    the reference count, copies) the page holding each int object, so every worker's private
+    memory grows over an epoch (copy-on-read; see ``benchmarks/scale.py``). ``indices`` still
+    reads as a list of ints.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Any) -> None:  # no super(): no list kept
+        self.dataset = dataset
+        self._indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+
+    @property
+    def indices(self) -> list[int]:
+        return self._indices.tolist()
+
+    def __getitem__(self, index: int | list[int]) -> Any:
+        if isinstance(index, list):
+            return [self.dataset[int(self._indices[i])] for i in index]
+        return self.dataset[int(self._indices[index])]
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        return [self.dataset[int(self._indices[i])] for i in indices]
+
+    def __len__(self) -> int:
+        return len(self._indices)
 
 
 def unwrap_dataset(dataset: Dataset) -> tuple[Dataset, list[int]]:

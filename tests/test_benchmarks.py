@@ -1,0 +1,57 @@
+"""The benchmark scripts run and write well-formed rows (timing targets live in their output,
+never here: this machine is shared and a timing assertion would only measure the neighbours)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURE_MODULES = ("training", "validation", "data_pipeline", "evaluation", "inference", "scale")
+
+
+@pytest.mark.parametrize("name", FIGURE_MODULES)
+def test_every_figure_has_help_and_the_shared_interface(name, capsys):
+    module = __import__(f"benchmarks.{name}", fromlist=["run", "main", "add_arguments"])
+    assert callable(module.run) and callable(module.add_arguments)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    usage = capsys.readouterr().out
+    assert f"python -m benchmarks.{name}" in usage
+    assert "--quick" in usage and "--threads" in usage and "--json" in usage
+
+
+def test_quick_run_writes_well_formed_rows(tmp_path, data_dir):
+    out = tmp_path / "latest.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MRCNN_DATA_DIR": str(data_dir)}
+    figures = ["--only", "validation", "evaluation"]
+    command = ["benchmarks.run", "--quick", "--json", str(out), *figures]
+    done = subprocess.run(
+        [sys.executable, "-m", *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    assert payload["machine"]["torch_threads"] == 1
+    assert payload["machine"]["cores"] >= 1
+    rows = payload["rows"]
+    assert [row["figure"] for row in rows] == [2, 4, 4]
+    for row in rows:
+        assert row["measured"] > 0 and row["baseline"] > 0
+        assert math.isclose(row["ratio"], row["measured"] / row["baseline"], rel_tol=1e-3)
+        assert row["target"].startswith(("<=", ">="))
+        assert isinstance(row["met"], bool)
+        assert row["threads"] == 1
+    # The two evaluations must agree exactly, whatever the speed.
+    assert all(row["identical_stats"] for row in rows if row["figure"] == 4)
+    # The printed table is the Markdown table docs/benchmarks.md shows.
+    assert "| fig | what | mrcnn | baseline | unit | ratio | target | met |" in done.stdout
