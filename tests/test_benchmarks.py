@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURE_MODULES = ("training", "validation", "data_pipeline", "evaluation", "inference", "scale")
+FIGURE_MODULES = (
+    "training",
+    "validation",
+    "data_pipeline",
+    "evaluation",
+    "inference",
+    "scale",
+    "precision",
+    "learning_speed",
+)
 
 
 @pytest.mark.parametrize("name", FIGURE_MODULES)
@@ -55,3 +64,15 @@ def test_quick_run_writes_well_formed_rows(tmp_path, data_dir):
     assert all(row["identical_stats"] for row in rows if row["figure"] == 4)
     # The printed table is the Markdown table docs/benchmarks.md shows.
     assert "| fig | what | mrcnn | baseline | unit | ratio | target | met |" in done.stdout
+
+
+def test_learning_speed_runs_the_train_command_and_reads_its_curve_back(tmp_path):
+    from benchmarks.learning_speed import QUICK, train_and_read_curve
+
+    result = train_and_read_curve(tmp_path / "run", QUICK)
+    assert result["steps"] == 2
+    assert result["wall_s"] > 0
+    ((step, seconds, ap50, ap),) = result["curve"]  # one validation, at the last step
+    assert step == 1 and 0 < seconds <= result["wall_s"]
+    assert 0 <= ap <= ap50 <= 1
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
