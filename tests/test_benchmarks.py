@@ -10,20 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.run import FIGURES
+
 ROOT = Path(__file__).resolve().parents[1]
-FIGURE_MODULES = (
-    "training",
-    "validation",
-    "data_pipeline",
-    "evaluation",
-    "inference",
-    "scale",
-    "precision",
-    "learning_speed",
-)
 
 
-@pytest.mark.parametrize("name", FIGURE_MODULES)
+@pytest.mark.parametrize("name", FIGURES)
 def test_every_figure_has_help_and_the_shared_interface(name, capsys):
     module = __import__(f"benchmarks.{name}", fromlist=["run", "main", "add_arguments"])
     assert callable(module.run) and callable(module.add_arguments)

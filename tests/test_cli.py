@@ -1,30 +1,14 @@
 """The commands a user types, run as they would type them (in a scratch working directory)."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
-from tiny import TINY
+from tiny import TINY, run_train
 
 from mrcnn.config import CONFIG_DIR, compose_config
 
 GROUPS = ["backbone", "data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
-
-
-def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "mrcnn.train", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 @pytest.mark.parametrize(

@@ -1,31 +1,17 @@
 """Debug presets (conf/debug/) and experiment recipes (conf/experiment/), run as typed."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny import TINY, TINY_DATA
+from tiny import TINY, TINY_DATA, run_train
 
 from mrcnn.config import CONFIG_DIR, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # No checkpoint files: they cost seconds to write and nothing here reads them.
 NO_CHECKPOINTS = ["callbacks=none", "+trainer.enable_checkpointing=false"]
-
-
-def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "mrcnn.train", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def scalar_steps(run_dir: Path, tag: str) -> list[tuple[int, float]]:

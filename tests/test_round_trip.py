@@ -2,13 +2,11 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pycocotools.coco import COCO
-from tiny import TINY, TINY_RUN
+from tiny import TINY, TINY_RUN, run_module
 
 from mrcnn.config import compose_config
 from mrcnn.train import train
@@ -17,10 +15,7 @@ STAT_KEYS = {f"{kind}_{stat}" for kind in ("bbox", "segm") for stat in ("AP", "A
 
 
 def command(module: str, *args: str, cwd: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_module(module, *args, cwd=cwd, timeout=600)
     return result.stdout + result.stderr
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny import TINY, TINY_DATA
+from tiny import TINY, TINY_DATA, run_train
 
 import mrcnn
 from mrcnn.config import compose_config
@@ -39,11 +39,7 @@ def environment() -> dict[str, str]:
 
 
 def run(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        command(*overrides), cwd=cwd, env=environment(), capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+    return run_train(*overrides, cwd=cwd, env=environment(), timeout=600)
 
 
 def series(run_dir: Path, tag: str) -> dict[int, float]:

@@ -6,7 +6,6 @@ import os
 import pickle
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -18,7 +17,7 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep
 from hydra.utils import instantiate
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
-from tiny import TINY
+from tiny import TINY, run_module
 
 from mrcnn.config import CONFIG_DIR
 
@@ -36,24 +35,17 @@ FASTEST = [
 RETURNED = re.compile(r"Returning val/segm_AP=(\S+) \(optimized_metric\)")
 
 
+def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m mrcnn.train`` with :func:`overrides` applied to ``args``."""
+    return run_module("mrcnn.train", *overrides(*args), cwd=cwd)
+
+
 def overrides(*args: str) -> list[str]:
     """Command-line overrides with later keys replacing earlier ones (as a user would edit)."""
     merged: dict[str, str] = {}
     for arg in args:
         merged[arg.split("=", 1)[0]] = arg
     return list(merged.values())
-
-
-def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "mrcnn.train", *overrides(*args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def returned_metric(job_dir: Path) -> float:

@@ -1,4 +1,9 @@
-"""Overrides that make a real training run take seconds on a 2-core CPU (shared by the tests)."""
+"""Overrides that make a real training run take seconds on a 2-core CPU, and the one way the
+tests run a command (shared by the tests)."""
+
+import subprocess
+import sys
+from pathlib import Path
 
 # Any data set: a few steps, one validation, quiet.
 TINY_RUN = [
@@ -18,3 +23,29 @@ TINY_DATA = [
     "data.batch_size=2",
 ]
 TINY = TINY_DATA + TINY_RUN
+
+
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: int = 900,
+) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` in ``cwd``, as a user runs it; the test fails with the
+    output's tail when the command fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def run_train(*args: str, cwd: Path, **options) -> subprocess.CompletedProcess:
+    """``python -m mrcnn.train <args>`` (see :func:`run_module`)."""
+    return run_module("mrcnn.train", *args, cwd=cwd, **options)
