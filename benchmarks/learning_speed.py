@@ -75,7 +75,7 @@ def train_and_read_curve(run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
         [step, round(wall_time - start, 1), round(value, 4), round(ap[step], 4)]
         for step, (wall_time, value) in sorted(ap50.items())
     ]
-    steps = max(e.step for e in events.Scalars("train/loss_step")) + 1
+    steps = curve[-1][0] + 1  # train() validates the final weights: the last point is the end
     return {
         "wall_s": wall,
         "steps": steps,
