@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from mrcnn.callbacks import RunState, saved_overrides
@@ -148,6 +149,13 @@ def _is_launched_rank_zero() -> bool:
     return all(int(os.environ.get(name) or 0) == 0 for name in names)
 
 
+def lightning_starts_the_ranks() -> bool:
+    """Whether Lightning would start the other DDP processes itself, by running this command
+    again (a plain machine). Under SLURM (srun, e.g. Hydra's submitit launcher) or torchrun the
+    cluster starts every rank, and a Hydra multirun job is one rank among them."""
+    return not (SLURMEnvironment.detect() or TorchElasticEnvironment.detect())
+
+
 def _resume_overrides(ckpt_path: Path, overrides: list[str]) -> list[str]:
     """The checkpoint's run overrides, then this command's (which win for the same key)."""
     parser = OverridesParser.create()
@@ -192,11 +200,13 @@ def main(cfg: DictConfig) -> float | None:
         for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
             root.removeHandler(handler)
             handler.close()
-    if hydra_cfg.mode == RunMode.MULTIRUN and cfg.trainer.get("strategy") == "ddp":
+    ddp = cfg.trainer.get("strategy") == "ddp"
+    if hydra_cfg.mode == RunMode.MULTIRUN and ddp and lightning_starts_the_ranks():
         raise ValueError(
-            "trainer=ddp inside a Hydra multirun (-m) is not supported: Lightning would start "
-            "every other rank as a whole sweep. Run one job per command (e.g. a shell loop), "
-            "each with its own hydra.run.dir."
+            "trainer=ddp inside a Hydra multirun (-m) is not supported on a plain machine: "
+            "Lightning would start every other rank as a whole sweep. Run one job per command "
+            "(e.g. a shell loop), each with its own hydra.run.dir, or sweep on SLURM "
+            "(hydra/launcher=slurm), where srun starts every rank."
         )
     overrides = list(hydra_cfg.overrides.task)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)

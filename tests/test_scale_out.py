@@ -21,7 +21,7 @@ from mrcnn.config import compose_config
 from mrcnn.evaluate import evaluate
 from mrcnn.model.module import MaskRCNNModule
 from mrcnn.model.schedule import scaled_lr
-from mrcnn.train import resolve_ckpt_path, train
+from mrcnn.train import lightning_starts_the_ranks, resolve_ckpt_path, train
 
 REPO = Path(mrcnn.__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -185,6 +185,15 @@ def test_ddp_in_a_multirun_is_refused_with_the_way_out(tmp_path):
     )
     assert result.returncode != 0
     assert "trainer=ddp inside a Hydra multirun (-m) is not supported" in result.stderr
+
+
+def test_ddp_sweeps_are_allowed_where_the_cluster_starts_every_rank(monkeypatch):
+    for name in ("SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert lightning_starts_the_ranks()  # a plain machine: refused above
+    monkeypatch.setenv("SLURM_NTASKS", "8")  # what srun sets for a submitit/SLURM job
+    monkeypatch.setenv("SLURM_JOB_NAME", "mrcnn-sweep")
+    assert not lightning_starts_the_ranks()
 
 
 def test_ckpt_path_last_names_the_missing_file(tmp_path):
