@@ -83,8 +83,9 @@ def test_two_process_ddp_writes_one_run_and_keeps_ranks_identical(tmp_path):
     log = (run_dir / "train.log").read_text()
     assert log.count("Learning rate:") == 1 and "x 2 devices" in log
 
-    # The global batch is 2 images x 2 processes: lr 0.02 * 4 / 16.
-    assert series(run_dir, "train/lr") == {0: pytest.approx(0.005), 1: pytest.approx(0.005)}
+    # The global batch is 2 images x 2 processes: optimizer.lr (per 16 images) * 4 / 16.
+    lr = compose_config(TINY).optimizer.lr * 4 / 16
+    assert series(run_dir, "train/lr") == {0: pytest.approx(lr), 1: pytest.approx(lr)}
     # DDP keeps the processes in step: the same weights on both after every optimizer step.
     # (BatchNorm statistics differ after a step, each process having normalised its own
     # images: DDP copies rank zero's into every process at the start of the next forward.)
