@@ -65,6 +65,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "trainer.limit_val_batches=0",
             f"trainer.max_steps={steps + 1}",
             "trainer.accelerator=cpu",
+            # Both sides use optimizer.lr as given: the batches come without a DataModule,
+            # which the per-16-images scaling reads the batch size from.
+            "lr_reference_batch=null",
         ]
         cfg = compose(overrides, tmp)
         datamodule, batches = batches_from(cfg, steps + 1)
