@@ -1,6 +1,6 @@
 """Figure 5, inference: ``mrcnn.predict`` images/s / a plain torchvision eval loop, same images.
 
-The checkpoint is the default synthetic model (R50-FPN, ``model=fast``, 256 px) with
+The checkpoint is a synthetic-set model (R50-FPN, ``model=fast``, 256 px) with
 ``box_score_thresh=0`` so that every image gets ``box_detections_per_img`` detections (a fresh
 model would detect almost nothing); the images are coco128 JPEGs. Both sides load the weights,
 decode the files and run the model in batches of ``batch_size``; a pass covers all images.
@@ -27,7 +27,13 @@ from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from benchmarks.common import alternate, main_for, make_row, median, quiet, spread
-from benchmarks.setups import batches_from, compose, mrcnn_module
+from benchmarks.setups import (
+    batches_from,
+    compose,
+    mrcnn_module,
+    synthetic_overrides,
+    torchvision_kwargs,
+)
 from mrcnn.config import compose_config
 from mrcnn.predict import find_images, predict
 from mrcnn.train import plain
@@ -35,13 +41,14 @@ from mrcnn.train import plain
 TARGET_EXCLUDED = 0.95
 
 
-def write_checkpoint(path: Path, tmp: str) -> dict:
-    """An mrcnn checkpoint of the default synthetic model (what ``mrcnn.train`` saves)."""
-    cfg = compose(["model.detector.box_score_thresh=0.0"], tmp)
+def write_checkpoint(path: Path, tmp: str, quick: bool) -> dict:
+    """An mrcnn checkpoint of a synthetic R50-FPN ``model=fast`` model (what ``mrcnn.train``
+    saves), with heads torchvision's ``maskrcnn_resnet50_fpn`` can load."""
+    cfg = compose([*synthetic_overrides(quick), "model.detector.box_score_thresh=0.0"], tmp)
     datamodule, _ = batches_from(cfg, 0)
     module = mrcnn_module(cfg, datamodule)
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return plain(cfg.model.detector)
+    return torchvision_kwargs(plain(cfg.model.detector))
 
 
 def plain_loop(
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "model.ckpt"
-        detector = write_checkpoint(ckpt, tmp)
+        detector = write_checkpoint(ckpt, tmp, args.quick)
         base = [f"ckpt_path={ckpt}", f"output={tmp}/predict", "score_threshold=0.0"]
         with tempfile.TemporaryDirectory() as image_dir:
             for file in files:  # the input folder holds exactly these images

@@ -24,8 +24,20 @@ def synthetic_overrides(quick: bool) -> list[str]:
     tiny version. Pinned here, not taken from the default run (128 px, ``model=small``): the
     figures compare against torchvision's own ``maskrcnn_resnet50_fpn``, whose heads these are."""
     if quick:
-        return ["data.image_size=128", "data.max_image_size=128", "data.batch_size=2", "model=fast"]
-    return ["data.image_size=256", "data.max_image_size=256", "data.batch_size=4", "model=fast"]
+        return [
+            "data.image_size=128",
+            "data.max_image_size=128",
+            "data.batch_size=2",
+            "model=fast",
+            "backbone=resnet50",
+        ]
+    return [
+        "data.image_size=256",
+        "data.max_image_size=256",
+        "data.batch_size=4",
+        "model=fast",
+        "backbone=resnet50",
+    ]
 
 
 def compose(overrides: Sequence[str], output_dir: str | Path) -> DictConfig:
@@ -76,11 +88,35 @@ def mrcnn_module(cfg: DictConfig, datamodule: Any):
     return build_module(cfg, datamodule)
 
 
+# mrcnn's builder options with torchvision's own values: maskrcnn_resnet50_fpn takes none of them.
+TORCHVISION_HEADS = {
+    "head_norm": "none",
+    "head_channels": 256,
+    "box_head_size": 1024,
+    "box_head_convs": 0,
+    "mask_head_convs": 4,
+    "rpn_conv_depth": 1,
+    "anchor_sizes": None,
+}
+
+
+def torchvision_kwargs(detector: dict[str, Any]) -> dict[str, Any]:
+    """``maskrcnn_resnet50_fpn`` keyword arguments of an mrcnn detector config that has
+    torchvision's heads (``model=fast`` / ``model=default``)."""
+    other = {k: detector[k] for k, v in TORCHVISION_HEADS.items() if detector.get(k, v) != v}
+    if other:
+        raise ValueError(f"not torchvision's heads: {other}; compare with model=fast")
+    return {k: v for k, v in detector.items() if k not in TORCHVISION_HEADS}
+
+
 def plain_torchvision_model(cfg: DictConfig, num_classes: int, like: torch.nn.Module) -> MaskRCNN:
     """torchvision's own ``maskrcnn_resnet50_fpn`` with the same sizes, starting from the same
     weights as ``like`` (the mrcnn model), so both sides compute the same thing."""
     model = maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=num_classes, **plain(cfg.model.detector)
+        weights=None,
+        weights_backbone=None,
+        num_classes=num_classes,
+        **torchvision_kwargs(plain(cfg.model.detector)),
     )
     model.load_state_dict(copy.deepcopy(like.state_dict()))
     return model

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from mrcnn.callbacks import RunState, saved_overrides
+from mrcnn.callbacks import RunState, saved_overrides, stdout_is_terminal
 from mrcnn.data import DetectionDataModule
 from mrcnn.model.module import MaskRCNNModule
 from mrcnn.precision import resolve_precision
@@ -56,8 +56,15 @@ def build_trainer(cfg: DictConfig, overrides: Sequence[str] = ()) -> L.Trainer:
     callbacks.append(RunState(overrides))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
+    # A progress bar written to a file or a pipe is a wall of carriage returns: there the
+    # ProgressLog callback's lines take its place.
+    progress_bar = bool(cfg.trainer.get("enable_progress_bar", True)) and stdout_is_terminal()
     return instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        precision=precision,
+        enable_progress_bar=progress_bar,
     )
 
 

@@ -24,7 +24,7 @@ def test_every_config_group_option_composes(group, option, tmp_path):
 
 def test_unknown_backbone_names_the_choices(tmp_path):
     with pytest.raises(MissingConfigException, match=r"(?s)Could not find.*resnet101.*resnet50"):
-        compose_config(["backbone=resnet18"], output_dir=tmp_path)
+        compose_config(["backbone=resnet19"], output_dir=tmp_path)
 
 
 def test_design_card_command_trains_and_writes_the_outputs_layout(tmp_path):
@@ -68,20 +68,22 @@ def test_multirun_writes_one_directory_per_job(tmp_path):
 
 def test_help_lists_config_groups_and_cfg_job_prints_config(tmp_path):
     help_text = run_train("--help", cwd=tmp_path).stdout
-    assert "backbone: resnet101, resnet50, resnet50_v2" in help_text
+    assert "backbone: resnet101, resnet18, resnet34, resnet50, resnet50_v2" in help_text
     assert "python -m mrcnn.train backbone=resnet101 trainer.precision=16" in help_text
     job = OmegaConf.create(run_train("--cfg", "job", cwd=tmp_path).stdout)
-    assert job.backbone.name == "resnet50" and job.data.image_size == 128
+    assert job.backbone.name == "resnet18" and job.data.image_size == 128
     assert not (tmp_path / "outputs").exists(), "--help/--cfg must not start a run"
 
 
 def test_tuned_settings_specialise_only_their_data_and_optimizer_pair():
-    tuned = OmegaConf.load(CONFIG_DIR / "tuned" / "synthetic_sgd.yaml")
+    tuned = OmegaConf.load(CONFIG_DIR / "tuned" / "synthetic_adamw.yaml")
+    tuned_sgd = OmegaConf.load(CONFIG_DIR / "tuned" / "synthetic_sgd.yaml")
     sgd = OmegaConf.load(CONFIG_DIR / "optimizer" / "sgd.yaml")
     adamw = OmegaConf.load(CONFIG_DIR / "optimizer" / "adamw.yaml")
-    assert tuned.optimizer.lr != sgd.lr  # otherwise this test proves nothing
+    assert tuned.optimizer.lr != adamw.lr  # otherwise this test proves nothing
     assert compose_config().optimizer.lr == tuned.optimizer.lr  # the default run
     assert compose_config(["trainer=cpu"]).trainer.max_steps == tuned.trainer.max_steps
-    assert compose_config(["optimizer=adamw"]).optimizer.lr == adamw.lr
-    assert compose_config(["data=coco128"]).optimizer.lr == sgd.lr
+    assert compose_config(["optimizer=sgd"]).optimizer.lr == tuned_sgd.optimizer.lr
+    assert compose_config(["data=coco128"]).optimizer.lr == adamw.lr
+    assert compose_config(["data=coco128", "optimizer=sgd"]).optimizer.lr == sgd.lr
     assert compose_config(["optimizer.lr=0.005"]).optimizer.lr == 0.005  # the command line wins

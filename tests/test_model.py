@@ -83,7 +83,7 @@ def test_trainable_layers_without_pretrained_weights_warns(caplog):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"num_classes": 3, "name": "resnet18"}, "Unknown backbone 'resnet18'"),
+        ({"num_classes": 3, "name": "resnet19"}, "Unknown backbone 'resnet19'"),
         ({"num_classes": 1}, "num_classes >= 2"),
         ({"num_classes": 3, "name": "resnet101", "weights": "DEFAULT"}, "no COCO-trained"),
         ({"num_classes": 3, "trainable_backbone_layers": 7}, "0..5"),

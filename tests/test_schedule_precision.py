@@ -23,6 +23,15 @@ def test_cosine_decays_to_min_factor():
     assert lr_factor(100, 100, decay="cosine", min_factor=0.1) == pytest.approx(0.1)
 
 
+def test_linear_decays_to_zero_at_the_last_step_after_a_fractional_warmup():
+    factors = [
+        lr_factor(s, 100, warmup_steps=0.1, warmup_factor=0.0, decay="linear") for s in range(101)
+    ]
+    assert factors[0] == 0.0 and factors[5] == pytest.approx(0.5)
+    assert factors[10] == pytest.approx(1.0) and factors[55] == pytest.approx(0.5)
+    assert factors[99] == pytest.approx(1 / 90) and factors[100] == 0.0
+
+
 def test_schedule_drives_the_optimizer_and_rejects_unknown_decay():
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     scheduler = warmup_schedule(optimizer, 10, warmup_steps=2, warmup_factor=0.5, decay="constant")
@@ -33,7 +42,7 @@ def test_schedule_drives_the_optimizer_and_rejects_unknown_decay():
         scheduler.step()
     assert seen == pytest.approx([0.05, 0.075, 0.1])
     with pytest.raises(ValueError, match="Unknown decay"):
-        warmup_schedule(optimizer, 10, decay="linear")
+        warmup_schedule(optimizer, 10, decay="exponential")
 
 
 @pytest.mark.parametrize(

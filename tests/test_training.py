@@ -36,7 +36,9 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
 @pytest.mark.parametrize("backbone", ["resnet50", "resnet50_v2", "resnet101"])
 def test_fit_logs_five_finite_losses_and_checkpoint_reloads(backbone, tmp_path):
     cfg = compose_config(
-        [*TINY, f"backbone={backbone}", "trainer.max_steps=3"], output_dir=tmp_path
+        # multistep: its 100-step warm-up makes the lr rise over these 3 steps (checked below)
+        [*TINY, f"backbone={backbone}", "trainer.max_steps=3", "scheduler=multistep"],
+        output_dir=tmp_path,
     )
     metrics = train(cfg)
 

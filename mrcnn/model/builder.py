@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import logging
 import urllib.error
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
+from torchvision.models import (
+    ResNet18_Weights,
+    ResNet34_Weights,
+    ResNet50_Weights,
+    ResNet101_Weights,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+)
 from torchvision.models.detection import (
     MaskRCNN,
     MaskRCNN_ResNet50_FPN_V2_Weights,
@@ -23,9 +32,9 @@ from torchvision.models.detection.faster_rcnn import (
     FastRCNNPredictor,
     RPNHead,
     TwoMLPHead,
-    _default_anchorgen,
 )
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -33,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # name -> (ResNet constructor, its ImageNet weights enum, COCO Mask R-CNN weights enum or None)
 BACKBONES: dict[str, tuple[Any, Any, Any]] = {
+    # Light ResNets for small images and CPUs: ImageNet weights only (weights_backbone).
+    "resnet18": (resnet18, ResNet18_Weights, None),
+    "resnet34": (resnet34, ResNet34_Weights, None),
     "resnet50": (resnet50, ResNet50_Weights, MaskRCNN_ResNet50_FPN_Weights),
     "resnet50_v2": (resnet50, ResNet50_Weights, MaskRCNN_ResNet50_FPN_V2_Weights),
     # torchvision has no COCO-trained ResNet-101 Mask R-CNN: an ImageNet backbone at best.
@@ -50,37 +62,60 @@ def build_maskrcnn(
     weights_backbone: str | None = None,
     weights_path: str | None = None,
     trainable_backbone_layers: int | None = None,
+    returned_layers: Sequence[int] | None = None,
+    norm: str | None = None,
     anchor_sizes: Sequence[int] | None = None,
     head_channels: int = 256,
     box_head_size: int = 1024,
+    head_norm: str = "none",
+    box_head_convs: int = 0,
+    mask_head_convs: int = 4,
+    rpn_conv_depth: int = 1,
     load_weights: bool = True,
     **detector_kwargs: Any,
 ) -> MaskRCNN:
-    """Build a Mask R-CNN and load the weights the config names.
+    """Build a Mask R-CNN from torchvision's blocks and load the weights the config names.
 
     Args:
         num_classes: background plus the data set's categories (from ``Categories.num_classes``).
-        name: ``resnet50`` (torchvision's ``maskrcnn_resnet50_fpn``), ``resnet50_v2``
-            (``maskrcnn_resnet50_fpn_v2``) or ``resnet101`` (ResNet-101 FPN backbone).
+        name: ``resnet18``, ``resnet34``, ``resnet50`` (torchvision's
+            ``maskrcnn_resnet50_fpn``), ``resnet50_v2`` (``maskrcnn_resnet50_fpn_v2``) or
+            ``resnet101``: the ResNet under the FPN.
         weights: COCO-trained detector weights, ``"DEFAULT"`` or an enum name; downloaded once.
         weights_backbone: ImageNet backbone weights, used when no detector weights are given.
         weights_path: a local file with a whole detector's state dict (torchvision ``.pth`` or an
             ``mrcnn`` checkpoint), for machines without internet.
         trainable_backbone_layers: 0-5 ResNet stages to train; only meaningful with pretrained
             weights (a random backbone trains all 5 with trainable BatchNorm).
-        anchor_sizes: the RPN anchor size (pixels, at the model's input scale) of each of the
-            five FPN levels; torchvision's are ``32, 64, 128, 256, 512``, sized for 800 px
-            images. Smaller images with small objects want smaller anchors. Aspect ratios stay
-            0.5, 1 and 2. Pretrained RPN weights still fit (same anchors per location).
-        head_channels: channels of the FPN outputs, the RPN head and the mask head (4 convs);
+        returned_layers: the ResNet stages (1-4) that feed the FPN, torchvision's ``[1, 2, 3,
+            4]``. Fewer suit small images: a stage after the last one named is never computed,
+            and the anchors and RoI poolers follow the number of feature maps.
+        norm: the ResNet's normalisation: ``batch`` (trainable BatchNorm), ``group``
+            (GroupNorm, for batches of 1-2 images) or ``frozen`` (torchvision's
+            FrozenBatchNorm, pretrained weights only). None: frozen for pretrained v1 ResNets,
+            else batch (frozen BatchNorm with random statistics gives NaN losses).
+        anchor_sizes: the RPN anchor size (pixels, at the model's input scale) of each FPN
+            level, finest first; the first as many as there are levels are used.
+            torchvision's are ``32, 64, 128, 256, 512``, sized for 800 px images. Aspect
+            ratios stay 0.5, 1 and 2. Pretrained RPN weights still fit.
+        head_channels: channels of the FPN outputs, the RPN head and the mask head;
             torchvision's 256. At small image sizes these heads, not the ResNet, cost most of a
-            training step; fewer channels make a from-scratch model on a CPU several times
-            cheaper. Only 256 fits COCO-trained detector weights.
-        box_head_size: width of the box head's two fully connected layers (torchvision: 1024).
+            training step. Only 256 fits COCO-trained detector weights.
+        box_head_size: width of the box head's fully connected layer(s) (torchvision: 1024).
+        head_norm: normalisation in the FPN and the box and mask heads: ``none``
+            (torchvision's v1 heads), ``batch`` or ``group``. Training from scratch needs it
+            (He et al. 2019, "Rethinking ImageNet Pre-training").
+        box_head_convs: 3x3 convolutions in the box head before its one fully connected layer
+            (torchvision's v2 head: 4); 0 is the v1 head of two fully connected layers.
+        mask_head_convs: 3x3 convolutions in the mask head (torchvision: 4).
+        rpn_conv_depth: 3x3 convolutions in the RPN head (v1: 1, v2: 2).
         load_weights: False builds the same architecture without fetching any weights (used
             when a checkpoint's own state dict is loaded right after).
         detector_kwargs: ``MaskRCNN`` keyword arguments: ``min_size``, ``max_size``, RPN and
             RoI-head sizes, ...
+
+    ``resnet50_v2`` is torchvision's v2 architecture whatever the head options say (BatchNorm
+    in the FPN and heads, a 4-conv box head, a 2-conv RPN head), so its COCO weights fit.
     """
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; choose one of {sorted(BACKBONES)}.")
@@ -98,13 +133,20 @@ def build_maskrcnn(
         )
     if weights is not None and weights_path is not None:
         raise ValueError("Give either backbone.weights or backbone.weights_path, not both.")
-    slim = (head_channels, box_head_size) != (256, 1024)
-    if slim and (weights or weights_path):
+    v2 = name.endswith("_v2")
+    if v2:
+        head_norm, box_head_convs, rpn_conv_depth = "batch", 4, 2
+    returned_layers = _returned_layers(returned_layers)
+    torchvision_heads = (head_channels, box_head_size, mask_head_convs) == (256, 1024, 4) and (
+        v2 or (head_norm, box_head_convs, rpn_conv_depth) == ("none", 0, 1)
+    )
+    if (weights or weights_path) and not (torchvision_heads and returned_layers == [1, 2, 3, 4]):
         raise ValueError(
-            f"model.detector.head_channels={head_channels} / box_head_size={box_head_size}: "
-            "detector weights (backbone.weights / weights_path) fit torchvision's heads only "
-            "(256 channels, box head 1024). Use model=fast or model=default with them, or "
-            "backbone.weights_backbone for an ImageNet ResNet under narrow heads."
+            f"model.detector.head_channels={head_channels} / box_head_size={box_head_size} / "
+            f"model.norm={head_norm} / backbone.returned_layers={returned_layers}: detector "
+            "weights (backbone.weights / weights_path) fit torchvision's architecture only. "
+            "Use model=fast or model=default with them, or backbone.weights_backbone for an "
+            "ImageNet ResNet under other heads."
         )
     detector_weights = detector_enum.verify(weights) if weights is not None else None
     backbone_weights = (
@@ -115,47 +157,48 @@ def build_maskrcnn(
     pretrained = any(w is not None for w in (weights, weights_backbone, weights_path))
     trainable_layers = _trainable_layers(pretrained, trainable_backbone_layers)
 
-    if anchor_sizes is not None:
-        detector_kwargs["rpn_anchor_generator"] = _anchor_generator(anchor_sizes)
-    v2 = name.endswith("_v2")
-    # Pretrained v1 ResNets keep torchvision's frozen BatchNorm; a random backbone must train
-    # its BatchNorm (frozen BN with random statistics gives NaN losses from the first step).
-    norm_layer = FrozenBatchNorm2d if pretrained and not v2 else nn.BatchNorm2d
     body = resnet(
         weights=backbone_weights if load_weights else None,
-        norm_layer=norm_layer,
+        norm_layer=_body_norm(norm, pretrained, v2),
     )
-    fpn_norm = nn.BatchNorm2d if v2 else None
-    backbone = _resnet_fpn_extractor(body, trainable_layers, norm_layer=fpn_norm)
-    if slim:
-        # A narrower FPN, RPN and RoI heads: same layers, fewer channels (see `head_channels`).
-        in_channels = [body.inplanes // 8 * 2**level for level in range(4)]
+    head_norm_layer = _norm_layer(head_norm, "model.norm")
+    backbone = _resnet_fpn_extractor(
+        body, trainable_layers, returned_layers, norm_layer=head_norm_layer
+    )
+    if head_channels != 256:  # torchvision's extractor makes a 256-channel FPN
+        in_channels = [body.inplanes // 8 * 2 ** (layer - 1) for layer in returned_layers]
         backbone.fpn = FeaturePyramidNetwork(
-            in_channels, head_channels, extra_blocks=LastLevelMaxPool(), norm_layer=fpn_norm
+            in_channels, head_channels, extra_blocks=LastLevelMaxPool(), norm_layer=head_norm_layer
         )
         backbone.out_channels = head_channels
-    channels, head_norm = head_channels, nn.BatchNorm2d if v2 else None
-    heads: dict[str, nn.Module] = {}
-    if v2:
-        anchors = detector_kwargs.get("rpn_anchor_generator") or _default_anchorgen()
-        heads = {
-            "rpn_anchor_generator": anchors,
-            "rpn_head": RPNHead(channels, anchors.num_anchors_per_location()[0], conv_depth=2),
-            "box_head": FastRCNNConvFCHead(
-                (channels, 7, 7), [channels] * 4, [box_head_size], norm_layer=head_norm
-            ),
-            "mask_head": MaskRCNNHeads(channels, [channels] * 4, 1, norm_layer=head_norm),
-        }
-    elif slim:
-        heads = {
-            "box_head": TwoMLPHead(channels * 7 * 7, box_head_size),
-            "mask_head": MaskRCNNHeads(channels, [channels] * 4, 1),
-        }
-    if slim:  # the class-specific predictors on top of the narrower heads
-        heads["box_predictor"] = FastRCNNPredictor(box_head_size, num_classes)
-        heads["mask_predictor"] = MaskRCNNPredictor(channels, channels, num_classes)
-    detector_kwargs = {**heads, **detector_kwargs}
-    model = MaskRCNN(backbone, num_classes=None if slim else num_classes, **detector_kwargs)
+    maps = [str(level) for level in range(len(returned_layers))]  # the RoI heads' feature maps
+    anchors = _anchor_generator(anchor_sizes, len(maps) + 1)  # + the max-pooled level
+    channels = head_channels
+    box_head = (
+        FastRCNNConvFCHead(
+            (channels, 7, 7),
+            [channels] * box_head_convs,
+            [box_head_size],
+            norm_layer=head_norm_layer,
+        )
+        if box_head_convs
+        else TwoMLPHead(channels * 7 * 7, box_head_size)
+    )
+    heads = {
+        "rpn_anchor_generator": anchors,
+        "rpn_head": RPNHead(
+            channels, anchors.num_anchors_per_location()[0], conv_depth=rpn_conv_depth
+        ),
+        "box_roi_pool": MultiScaleRoIAlign(maps, output_size=7, sampling_ratio=2),
+        "box_head": box_head,
+        "box_predictor": FastRCNNPredictor(box_head_size, num_classes),
+        "mask_roi_pool": MultiScaleRoIAlign(maps, output_size=14, sampling_ratio=2),
+        "mask_head": MaskRCNNHeads(
+            channels, [channels] * mask_head_convs, 1, norm_layer=head_norm_layer
+        ),
+        "mask_predictor": MaskRCNNPredictor(channels, channels, num_classes),
+    }
+    model = MaskRCNN(backbone, num_classes=None, **heads, **detector_kwargs)
 
     if load_weights and detector_weights is not None:
         load_detector_weights(model, _download(detector_weights), str(detector_weights))
@@ -164,15 +207,71 @@ def build_maskrcnn(
     return model
 
 
-def _anchor_generator(sizes: Sequence[int]) -> AnchorGenerator:
-    """One anchor size per FPN level (five levels), each with aspect ratios 0.5, 1 and 2."""
-    sizes = [int(size) for size in sizes]
-    if len(sizes) != 5 or any(size <= 0 for size in sizes):
+def _returned_layers(layers: Sequence[int] | None) -> list[int]:
+    layers = [1, 2, 3, 4] if layers is None else sorted(int(layer) for layer in layers)
+    if not layers or layers[0] < 1 or layers[-1] > 4 or len(set(layers)) != len(layers):
         raise ValueError(
-            f"model.detector.anchor_sizes={sizes}: give five positive sizes in pixels, one per "
-            "FPN level from the finest to the coarsest (torchvision: [32, 64, 128, 256, 512])."
+            f"backbone.returned_layers={layers}: name distinct ResNet stages from 1 to 4, e.g. "
+            "[1, 2, 3] (torchvision: [1, 2, 3, 4])."
         )
-    return AnchorGenerator(tuple((size,) for size in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
+    return layers
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups (Wu & He 2018), fewer where the channels do not divide."""
+    groups = 32
+    while channels % groups:
+        groups //= 2
+    return nn.GroupNorm(groups, channels)
+
+
+NORMS: dict[str, Callable[[int], nn.Module] | None] = {
+    "none": None,
+    "batch": nn.BatchNorm2d,
+    "group": group_norm,
+}
+
+
+def _norm_layer(norm: str | None, key: str) -> Callable[[int], nn.Module] | None:
+    if str(norm).lower() not in NORMS:
+        raise ValueError(f"{key}={norm}: choose one of {sorted(NORMS)}.")
+    return NORMS[str(norm).lower()]
+
+
+def _body_norm(norm: str | None, pretrained: bool, v2: bool) -> Callable[[int], nn.Module]:
+    """The ResNet's norm layer (see ``build_maskrcnn``'s ``norm``)."""
+    if norm is None:
+        # Pretrained v1 ResNets keep torchvision's frozen BatchNorm; a random backbone must
+        # train its BatchNorm (frozen BN with random statistics gives NaN losses at step 1).
+        return FrozenBatchNorm2d if pretrained and not v2 else nn.BatchNorm2d
+    if norm == "frozen":
+        if not pretrained:
+            raise ValueError(
+                "backbone.norm=frozen needs pretrained weights (backbone.weights, "
+                "weights_backbone or weights_path): frozen BatchNorm with random statistics "
+                "gives NaN losses. Use backbone.norm=batch or group from scratch."
+            )
+        return FrozenBatchNorm2d
+    layer = _norm_layer(norm, "backbone.norm")
+    if layer is None:
+        raise ValueError(f"backbone.norm={norm}: choose batch, group or frozen.")
+    return layer
+
+
+_COUNTS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+def _anchor_generator(sizes: Sequence[int] | None, levels: int) -> AnchorGenerator:
+    """One anchor size per FPN level (``levels`` maps), each with aspect ratios 0.5, 1 and 2."""
+    sizes = [32 * 2**level for level in range(levels)] if sizes is None else list(sizes)
+    sizes = [int(size) for size in sizes]
+    if len(sizes) < levels or any(size <= 0 for size in sizes):
+        raise ValueError(
+            f"model.detector.anchor_sizes={sizes}: give {_COUNTS.get(levels, levels)} positive "
+            "sizes in pixels, one per FPN level from the finest to the coarsest (torchvision: "
+            "[32, 64, 128, 256, 512]; backbone.returned_layers=[1, 2, 3] has four levels)."
+        )
+    return AnchorGenerator(tuple((size,) for size in sizes[:levels]), ((0.5, 1.0, 2.0),) * levels)
 
 
 def _trainable_layers(pretrained: bool, requested: int | None) -> int:

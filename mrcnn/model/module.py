@@ -17,7 +17,7 @@ from mrcnn.data.errors import DataError
 from mrcnn.evaluation.evaluator import CocoEvaluator, ground_truth_for
 from mrcnn.model.builder import build_maskrcnn
 from mrcnn.model.forward import losses_and_detections
-from mrcnn.model.schedule import scaled_lr, warmup_schedule
+from mrcnn.model.schedule import parameter_groups, scaled_lr, warmup_schedule
 from mrcnn.visualize import draw_prediction, draw_target, panel_grid, side_by_side
 
 log = logging.getLogger(__name__)
@@ -277,8 +277,11 @@ class MaskRCNNModule(L.LightningModule):
         optimizer_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.SGD", "lr": 0.01})
         if self.hparams.get("lr_reference_batch"):
             optimizer_cfg["lr"] = self._scaled_lr(optimizer_cfg["lr"])
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = instantiate(optimizer_cfg, params=params)
+        decay_all = optimizer_cfg.pop("decay_norm_and_bias", True)
+        # _partial_: Hydra would wrap the parameter groups (dicts of tensors) in configs.
+        optimizer = instantiate(optimizer_cfg, _partial_=True)(
+            parameter_groups(self.model, decay_all)
+        )
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         total_steps = self.trainer.estimated_stepping_batches

@@ -1,10 +1,11 @@
-"""Step-wise learning-rate schedules: linear warm-up, then multi-step or cosine decay."""
+"""Step-wise learning-rate schedules: linear warm-up, then multi-step, cosine or linear decay."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
+from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -12,7 +13,7 @@ from torch.optim.lr_scheduler import LambdaLR
 def lr_factor(
     step: int,
     total_steps: int,
-    warmup_steps: int = 0,
+    warmup_steps: float = 0,
     warmup_factor: float = 0.001,
     decay: str = "multistep",
     milestones: Sequence[float] = (0.67, 0.89),
@@ -23,7 +24,12 @@ def lr_factor(
 
     Milestones are fractions of ``total_steps`` so that one schedule fits any run length
     (torchvision's 26-epoch recipe decays at 16/26 and 22/26, i.e. 0.615 and 0.846).
+    ``warmup_steps`` below 1 is a fraction of ``total_steps`` too. ``linear`` decays from the
+    end of the warm-up to zero at the last step: under a fixed budget the most robust
+    schedule (Li et al., "Budgeted Training", ICLR 2020).
     """
+    if 0 < warmup_steps < 1:
+        warmup_steps = round(warmup_steps * total_steps)
     if step < warmup_steps:
         alpha = step / warmup_steps
         warm = warmup_factor * (1 - alpha) + alpha
@@ -36,9 +42,12 @@ def lr_factor(
         span = max(total_steps - warmup_steps, 1)
         progress = min(max(step - warmup_steps, 0) / span, 1.0)
         return warm * (min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    if decay == "linear":
+        span = max(total_steps - warmup_steps, 1)
+        return warm * max(1 - max(step - warmup_steps, 0) / span, 0.0)
     if decay == "constant":
         return warm
-    raise ValueError(f"Unknown decay {decay!r}; choose multistep, cosine or constant.")
+    raise ValueError(f"Unknown decay {decay!r}; choose linear, multistep, cosine or constant.")
 
 
 def warmup_schedule(optimizer: Optimizer, total_steps: int, **schedule: float | str) -> LambdaLR:
@@ -65,3 +74,20 @@ def scaled_lr(
         if value < 1:
             raise ValueError(f"{name} must be at least 1 for the learning-rate rule, got {value}.")
     return lr * per_device_batch * world_size * accumulate / reference_batch
+
+
+def parameter_groups(model: nn.Module, decay_norm_and_bias: bool = True) -> list[dict]:
+    """Trainable parameters as optimizer groups; without weight decay on norms and biases if asked.
+
+    Weight decay on normalisation scales and biases only shrinks them toward zero (it does not
+    regularise what a layer computes); AdamW recipes (timm, detectron2's ViTDet, Ultralytics)
+    leave them undecayed.
+    """
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if decay_norm_and_bias:
+        return [{"params": [p for _, p in params]}]
+    flat = [p for _, p in params if p.ndim <= 1]  # biases, BatchNorm/GroupNorm weights
+    return [
+        {"params": [p for _, p in params if p.ndim > 1]},
+        {"params": flat, "weight_decay": 0.0},
+    ]
