@@ -8,10 +8,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny import run_train
 
-# 300 steps of the default recipe (its schedule shortened to fit). Measured on a 2-core
-# Xeon with AMX (docs/benchmarks.md, "Learning speed"): the 1200-step default had AP50 0.52 at step 300 (the threshold is set below that, with
-# margin for other CPUs' float32/bf16 differences and seeds); a broken target, mask or
-# schedule stays near 0.
+# 300 steps of the default recipe (its schedule shortened to fit). Measured on a 2-core Xeon
+# with AMX (docs/benchmarks.md, "Learning speed"): the 1200-step default had segm AP50 0.52 at
+# step 300; the threshold sits well below that, with margin for other CPUs and seeds. A broken
+# target, mask or schedule stays near 0.
 STEPS = 300
 MIN_SEGM_AP50 = 0.3
 
