@@ -73,6 +73,11 @@ def train_and_read_curve(run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
     wall = time.time() - start
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
+    return {"wall_s": wall, **read_curve(run_dir, start)}
+
+
+def read_curve(run_dir: Path, start: float) -> dict[str, Any]:
+    """A finished run's validation curve from its TensorBoard events; seconds from ``start``."""
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
     ap50 = {e.step: (e.wall_time, e.value) for e in events.Scalars("val/segm_AP50")}
@@ -83,7 +88,6 @@ def train_and_read_curve(run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
     ]
     steps = curve[-1][0] + 1  # train() validates the final weights: the last point is the end
     return {
-        "wall_s": wall,
         "steps": steps,
         "segm_AP50": curve[-1][2],
         "segm_AP": curve[-1][3],
@@ -166,8 +170,11 @@ def plain_loop(overrides: Sequence[str], budget_s: float) -> list[list[float]]:
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     overrides = [*(QUICK if args.quick else []), *args.override]
     budget = 10.0 if args.quick else args.budget
-    with tempfile.TemporaryDirectory() as tmp:
-        result = train_and_read_curve(Path(tmp) / "run", overrides)
+    if args.run_dir is not None:
+        result = train_and_read_curve(args.run_dir.resolve(), overrides)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = train_and_read_curve(Path(tmp) / "run", overrides)
     print("mrcnn curve (step, seconds, segm AP50, segm AP):")
     for point in result["curve"]:
         print("  ", point)
@@ -219,6 +226,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a config override for both runs (repeatable), e.g. --override seed=1",
+    )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="keep the mrcnn run's folder here (checkpoints, TensorBoard); default: a "
+        "temporary folder",
     )
     parser.add_argument(
         "--budget",

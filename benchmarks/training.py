@@ -65,6 +65,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "trainer.limit_val_batches=0",
             f"trainer.max_steps={steps + 1}",
             "trainer.accelerator=cpu",
+            # torchvision's reference optimizer, which the plain loop can take as it is, and
+            # float32 on both sides (precision=auto would pick bf16 on a CPU with bf16 hardware).
+            "optimizer=sgd",
+            "trainer.precision=32",
             # Both sides use optimizer.lr as given: the batches come without a DataModule,
             # which the per-16-images scaling reads the batch size from.
             "lr_reference_batch=null",

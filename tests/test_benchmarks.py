@@ -68,3 +68,25 @@ def test_learning_speed_runs_the_train_command_and_reads_its_curve_back(tmp_path
     assert step == 1 and 0 < seconds <= result["wall_s"]
     assert 0 <= ap <= ap50 <= 1
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_learning_curves_plot_and_table_show_every_saved_candidate(tmp_path):
+    from PIL import Image
+
+    from benchmarks.common import machine
+    from benchmarks.learning_curves import CANDIDATES, plot, table
+    from benchmarks.learning_speed import QUICK, train_and_read_curve
+
+    result = train_and_read_curve(tmp_path / "run", QUICK)
+    saved = [
+        {**result, "name": name, "what": CANDIDATES[name][0], "machine": machine()}
+        for name in ("r18_light128", "r18_light64_roi32")
+    ]
+    for entry in saved:
+        entry["machine"]["load_average_before"] = [0.5, 0.5, 0.5]
+    rows = table(saved).splitlines()
+    assert len(rows) == 2 + len(saved)
+    assert all(f"`{entry['name']}`" in row for entry, row in zip(saved, rows[2:], strict=True))
+    picture = plot(saved, tmp_path / "curves.png")
+    with Image.open(picture) as image:
+        assert image.format == "PNG" and image.width > 600 and image.height > 300

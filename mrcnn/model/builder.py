@@ -71,6 +71,7 @@ def build_maskrcnn(
     box_head_convs: int = 0,
     mask_head_convs: int = 4,
     rpn_conv_depth: int = 1,
+    roi_sampling_ratio: int = 2,
     load_weights: bool = True,
     **detector_kwargs: Any,
 ) -> MaskRCNN:
@@ -109,6 +110,10 @@ def build_maskrcnn(
             (torchvision's v2 head: 4); 0 is the v1 head of two fully connected layers.
         mask_head_convs: 3x3 convolutions in the mask head (torchvision: 4).
         rpn_conv_depth: 3x3 convolutions in the RPN head (v1: 1, v2: 2).
+        roi_sampling_ratio: bilinear samples per RoI bin side in the box and mask RoIAlign
+            (torchvision: 2). torchvision's CPU ``roi_align`` backward is single-threaded: it
+            took about a third of a training step of the default model (docs/benchmarks.md),
+            and 1 sample per side roughly halves it.
         load_weights: False builds the same architecture without fetching any weights (used
             when a checkpoint's own state dict is loaded right after).
         detector_kwargs: ``MaskRCNN`` keyword arguments: ``min_size``, ``max_size``, RPN and
@@ -189,10 +194,12 @@ def build_maskrcnn(
         "rpn_head": RPNHead(
             channels, anchors.num_anchors_per_location()[0], conv_depth=rpn_conv_depth
         ),
-        "box_roi_pool": MultiScaleRoIAlign(maps, output_size=7, sampling_ratio=2),
+        "box_roi_pool": MultiScaleRoIAlign(maps, output_size=7, sampling_ratio=roi_sampling_ratio),
         "box_head": box_head,
         "box_predictor": FastRCNNPredictor(box_head_size, num_classes),
-        "mask_roi_pool": MultiScaleRoIAlign(maps, output_size=14, sampling_ratio=2),
+        "mask_roi_pool": MultiScaleRoIAlign(
+            maps, output_size=14, sampling_ratio=roi_sampling_ratio
+        ),
         "mask_head": MaskRCNNHeads(
             channels, [channels] * mask_head_convs, 1, norm_layer=head_norm_layer
         ),
