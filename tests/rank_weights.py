@@ -1,10 +1,12 @@
-"""A callback for tests that run real multi-process training: each rank saves its weights.
+"""Callbacks for tests that run real training processes: each rank saves its weights; a run
+waits where a test kills it.
 
 Added to a real ``python -m mrcnn.train`` run like any callback, through the config:
 ``+callbacks.rank_weights._target_=rank_weights.SaveWeightsPerRank
 +callbacks.rank_weights.dirpath=DIR`` (with ``tests/`` on ``PYTHONPATH``).
 """
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -28,3 +30,18 @@ class SaveWeightsPerRank(Callback):
                 "buffers": {k: v.detach() for k, v in pl_module.named_buffers()},
             }
             torch.save(state, self.dirpath / name)
+
+
+class PauseAfterStep(Callback):
+    """Holds a fresh (not resumed) run still after optimizer step ``step``, its logs flushed,
+    so that a test can kill it there: tiny steps are too quick to catch otherwise."""
+
+    def __init__(self, step: int, seconds: float = 120.0) -> None:
+        self.step = step
+        self.seconds = seconds
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step == self.step and trainer.ckpt_path is None:
+            for logger in trainer.loggers:
+                logger.save()
+            time.sleep(self.seconds)

@@ -19,9 +19,10 @@ from tiny import TINY, TINY_DATA, run_train
 import mrcnn
 from mrcnn.config import compose_config
 from mrcnn.evaluate import evaluate
+from mrcnn.model.builder import build_maskrcnn
 from mrcnn.model.module import MaskRCNNModule
 from mrcnn.model.schedule import scaled_lr
-from mrcnn.train import lightning_starts_the_ranks, resolve_ckpt_path, train
+from mrcnn.train import lightning_starts_the_ranks, plain, resolve_ckpt_path, train
 
 REPO = Path(mrcnn.__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -60,6 +61,11 @@ def test_two_process_ddp_writes_one_run_and_keeps_ranks_identical(tmp_path):
         "trainer.devices=2",
         *TINY,
         "data.val.num_images=3",  # 2 + 2 with one repeat: each image must still count once
+        # Heads without BatchNorm (whose statistics are still random after 2 steps) and every
+        # detection kept: AP must have something to compare after 2 steps.
+        "model=fast",
+        "model.detector.box_score_thresh=0.0",
+        "trainer.precision=32",  # as mrcnn.evaluate below (auto would pick bf16 on some CPUs)
         *CONSTANT_LR,
         "+callbacks.rank_weights._target_=rank_weights.SaveWeightsPerRank",
         f"+callbacks.rank_weights.dirpath={weights}",
@@ -89,11 +95,14 @@ def test_two_process_ddp_writes_one_run_and_keeps_ranks_identical(tmp_path):
     # DDP keeps the processes in step: the same weights on both after every optimizer step.
     # (BatchNorm statistics differ after a step, each process having normalised its own
     # images: DDP copies rank zero's into every process at the start of the next forward.)
+    cfg = compose_config([*TINY, "model=fast"])
+    model = build_maskrcnn(4, **plain(cfg.backbone), **plain(cfg.model.detector))
+    parameters = len(list(model.parameters()))
     steps = {}
     for step in (1, 2):
         rank0 = torch.load(weights / f"step{step}-rank0.pt", weights_only=True)
         rank1 = torch.load(weights / f"step{step}-rank1.pt", weights_only=True)
-        assert len(rank0["parameters"]) == 201  # every parameter of Mask R-CNN R50-FPN
+        assert len(rank0["parameters"]) == parameters  # every parameter of the model
         for name, value in rank0["parameters"].items():
             assert torch.equal(value, rank1["parameters"][name]), (step, name)
         steps[step] = rank0["parameters"]
@@ -135,13 +144,21 @@ RESUME = [
 ]
 
 
+# The killed run waits after step 4 (its checkpoint written, its logs flushed) until it is
+# killed; the resumed run comes back with these overrides but does not wait.
+PAUSE_AFTER_STEP_4 = [
+    "+callbacks.pause._target_=rank_weights.PauseAfterStep",
+    "+callbacks.pause.step=4",
+]
+
+
 @pytest.mark.slow  # three training processes: about 4 minutes on a busy 2-core CPU
 def test_run_killed_hard_resumes_with_the_same_steps_as_an_uninterrupted_run(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     run(*RESUME, f"hydra.run.dir={whole}", cwd=tmp_path)
 
     process = subprocess.Popen(
-        command(*RESUME, f"hydra.run.dir={killed}"),
+        command(*RESUME, f"hydra.run.dir={killed}", *PAUSE_AFTER_STEP_4),
         cwd=tmp_path,
         env=environment(),
         stdout=subprocess.DEVNULL,
