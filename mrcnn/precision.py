@@ -44,11 +44,14 @@ def cpu_bf16_speedup(repeats: int = 5) -> float:
     FPN level), forward and backward, best of ``repeats`` each after one warm-up: about a
     second in all. Measured because bf16 hardware alone does not promise a faster step.
     """
-    torch.manual_seed(0)
-    block = nn.Sequential(
-        *[m for _ in range(3) for m in (nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128))]
-    )
-    images = torch.randn(4, 128, 64, 64)
+    # Its own random numbers: the probe runs once per process (cached) after the run was
+    # seeded, and must leave the training's random stream as it found it.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        block = nn.Sequential(
+            *[m for _ in range(3) for m in (nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128))]
+        )
+        images = torch.randn(4, 128, 64, 64)
 
     def step(bf16: bool) -> float:
         start = time.perf_counter()

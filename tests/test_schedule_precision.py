@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mrcnn.model.schedule import lr_factor, warmup_schedule
-from mrcnn.precision import resolve_precision
+from mrcnn.precision import cpu_bf16_speedup, resolve_precision
 
 
 def test_warmup_then_multistep():
@@ -82,3 +82,14 @@ def test_this_machines_cpu_answer_decides_cpu_fp16(caplog):
 def test_unusable_precision_is_refused(asked):
     with pytest.raises(ValueError, match="precision"):
         resolve_precision(asked, "cpu")
+
+
+def test_the_bf16_probe_leaves_the_training_random_stream_alone():
+    # precision=auto probes once per process, after the run was seeded: two same-seed runs in
+    # one process (a notebook, a sweep) must still draw the same random numbers.
+    cpu_bf16_speedup.cache_clear()
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    cpu_bf16_speedup()
+    assert torch.equal(torch.rand(3), expected)
