@@ -33,123 +33,81 @@ BUDGET_MIN = 10.0
 
 # name -> (what it is, overrides of `python -m mrcnn.train`). Every setting that tells the
 # candidates apart is named, so a later change of the defaults does not change a candidate.
+R18_LIGHT = {
+    "backbone": "resnet18",
+    "model": "light",
+    "optimizer": "adamw",
+    "scheduler": "linear",
+    "backbone.returned_layers": "[1,2,3]",
+    "model.detector.head_channels": 128,
+    "model.detector.box_head_size": 256,
+    "model.detector.box_batch_size_per_image": 64,
+    "model.detector.roi_sampling_ratio": 2,
+    "model.detector.mask_head_convs": 2,
+    "optimizer.lr": 0.004,
+    "trainer.max_steps": 1200,
+    "data.train.num_images": 512,
+}
+ROI32 = {"model.detector.box_batch_size_per_image": 32, "model.detector.roi_sampling_ratio": 1}
+LIGHT64 = {**ROI32, "model.detector.head_channels": 64, "model.detector.box_head_size": 128}
+
+
+def _overrides(settings: dict[str, object]) -> list[str]:
+    return [f"{key}={value}" for key, value in settings.items()]
+
+
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "r50_small_sgd": (
         "the earlier default: R50 FPN, 64-channel heads without norm (model=small), SGD 0.08/16 "
         "img, multistep, 600 steps",
-        [
-            "backbone=resnet50",
-            "model=small",
-            "optimizer=sgd",
-            "scheduler=multistep",
-            "data.train.num_images=512",
-        ],
+        _overrides(
+            {
+                "backbone": "resnet50",
+                "model": "small",
+                "optimizer": "sgd",
+                "scheduler": "multistep",
+                "data.train.num_images": 512,
+            }
+        ),
     ),
     "r18_light128": (
         "R18 layers 1-3, 128-channel BatchNorm heads (model=light), AdamW 0.004/16 img, "
         "linear, 1200 steps",
-        [
-            "backbone=resnet18",
-            "model=light",
-            "optimizer=adamw",
-            "scheduler=linear",
-            "backbone.returned_layers=[1,2,3]",
-            "model.detector.head_channels=128",
-            "model.detector.box_head_size=256",
-            "optimizer.lr=0.004",
-            "trainer.max_steps=1200",
-            "data.train.num_images=512",
-        ],
+        _overrides(R18_LIGHT),
     ),
     "r18_light128_roi32": (
         "r18_light128 with 32 RoIs per image (box_batch_size_per_image) and 1 RoIAlign sample "
         "per bin side: a step about 1.8x cheaper; 1500 steps",
-        [
-            "backbone=resnet18",
-            "model=light",
-            "optimizer=adamw",
-            "scheduler=linear",
-            "backbone.returned_layers=[1,2,3]",
-            "model.detector.head_channels=128",
-            "model.detector.box_head_size=256",
-            "model.detector.box_batch_size_per_image=32",
-            "model.detector.roi_sampling_ratio=1",
-            "optimizer.lr=0.004",
-            "trainer.max_steps=1500",
-            "data.train.num_images=512",
-        ],
+        _overrides({**R18_LIGHT, **ROI32, "trainer.max_steps": 1500}),
     ),
     "r18_light64_roi32": (
         "r18_light128_roi32 with 64-channel FPN, RPN and mask head and a 128-wide box head; "
         "2400 steps",
-        [
-            "backbone=resnet18",
-            "model=light",
-            "optimizer=adamw",
-            "scheduler=linear",
-            "backbone.returned_layers=[1,2,3]",
-            "model.detector.head_channels=64",
-            "model.detector.box_head_size=128",
-            "model.detector.box_batch_size_per_image=32",
-            "model.detector.roi_sampling_ratio=1",
-            "optimizer.lr=0.004",
-            "trainer.max_steps=2400",
-            "data.train.num_images=512",
-        ],
+        _overrides({**R18_LIGHT, **LIGHT64, "trainer.max_steps": 2400}),
     ),
     "r18_light64_roi32_3000": (
         "r18_light64_roi32 for 3000 steps on the 512 training images (23 epochs)",
-        [
-            "backbone=resnet18",
-            "model=light",
-            "optimizer=adamw",
-            "scheduler=linear",
-            "backbone.returned_layers=[1,2,3]",
-            "model.detector.head_channels=64",
-            "model.detector.box_head_size=128",
-            "model.detector.box_batch_size_per_image=32",
-            "model.detector.roi_sampling_ratio=1",
-            "optimizer.lr=0.004",
-            "trainer.max_steps=3000",
-            "data.train.num_images=512",
-        ],
+        _overrides({**R18_LIGHT, **LIGHT64, "trainer.max_steps": 3000}),
     ),
     "r18_light64_roi32_fresh": (
         "r18_light64_roi32 for 3000 steps on 12,000 generated training images (each seen once) "
         "instead of 512 (25 epochs); the same validation set",
-        [
-            "backbone=resnet18",
-            "model=light",
-            "optimizer=adamw",
-            "scheduler=linear",
-            "backbone.returned_layers=[1,2,3]",
-            "model.detector.head_channels=64",
-            "model.detector.box_head_size=128",
-            "model.detector.box_batch_size_per_image=32",
-            "model.detector.roi_sampling_ratio=1",
-            "optimizer.lr=0.004",
-            "trainer.max_steps=3000",
-            "data.train.num_images=12000",
-        ],
+        _overrides(
+            {**R18_LIGHT, **LIGHT64, "trainer.max_steps": 3000, "data.train.num_images": 12000}
+        ),
     ),
     "r18_light64_roi32_fresh_mask4": (
         "r18_light64_roi32_fresh with 4 convolutions in the mask head instead of 2 "
         "(torchvision's count): box AP ran 0.08 ahead of mask AP",
-        [
-            "backbone=resnet18",
-            "model=light",
-            "optimizer=adamw",
-            "scheduler=linear",
-            "backbone.returned_layers=[1,2,3]",
-            "model.detector.head_channels=64",
-            "model.detector.box_head_size=128",
-            "model.detector.box_batch_size_per_image=32",
-            "model.detector.roi_sampling_ratio=1",
-            "model.detector.mask_head_convs=4",
-            "optimizer.lr=0.004",
-            "trainer.max_steps=3000",
-            "data.train.num_images=12000",
-        ],
+        _overrides(
+            {
+                **R18_LIGHT,
+                **LIGHT64,
+                "model.detector.mask_head_convs": 4,
+                "trainer.max_steps": 3000,
+                "data.train.num_images": 12000,
+            }
+        ),
     ),
 }
 
