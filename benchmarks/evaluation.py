@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from pycocotools.cocoeval import COCOeval
 from benchmarks.coco_gen import generate_detections, generate_ground_truth
 from benchmarks.common import alternate, main_for, make_row, median, spread
 from mrcnn.config import compose_config
-from mrcnn.evaluation.coco import STAT_NAMES, evaluate_coco
+from mrcnn.evaluation.coco import STAT_NAMES, evaluate_coco, ground_truth_for
 
 TARGET = 0.5
 
@@ -58,9 +57,7 @@ def pycocotools_eval(ground_truth: dict, results: list[dict]) -> dict[str, float
 
 
 def coco128_ground_truth() -> dict[str, Any]:
-    cfg = compose_config(["data=coco128"])
-    with open(cfg.data.train.annotations) as file:
-        return json.load(file)
+    return ground_truth_for(compose_config(["data=coco128"]).data.train.annotations)
 
 
 def _measure(label: str, ground_truth: dict, rounds: int) -> dict[str, Any]:

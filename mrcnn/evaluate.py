@@ -1,8 +1,8 @@
 """`python -m mrcnn.evaluate`: COCO box and mask AP of a checkpoint or a results file.
 
 - ``ckpt_path=FILE``: the checkpoint alone rebuilds the model and its classes; the classes must
-  match the data's; the validation split is predicted (eval mode, no gradients, float32 outputs)
-  and scored.
+  match the data's; the validation split is predicted through :mod:`mrcnn.inference` (as
+  ``mrcnn.predict`` predicts) and scored.
 - ``results=FILE.json``: a COCO results file from ``predict`` or any other tool is scored
   against the same validation split.
 
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
@@ -33,9 +32,10 @@ from mrcnn.evaluation.coco import (
     detections_to_coco_results,
     evaluate_coco,
     format_metrics_table,
+    ground_truth_for,
     load_results,
 )
-from mrcnn.evaluation.evaluator import ground_truth_for
+from mrcnn.inference import Inference, TorchRunner
 from mrcnn.io import write_json_atomically
 from mrcnn.model.checkpoint import (
     CheckpointError,
@@ -43,8 +43,7 @@ from mrcnn.model.checkpoint import (
     ensure_classes_match,
     load_module,
 )
-from mrcnn.model.forward import detect
-from mrcnn.precision import autocast_context, resolve_device, resolve_precision
+from mrcnn.precision import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -53,32 +52,29 @@ USER_ERRORS = (FileNotFoundError, CheckpointError, ClassesMismatchError, Results
 
 
 def predict_results(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    categories: Categories,
-    batch_size: int = 4,
-    num_workers: int = 0,
-    mask_threshold: float = 0.5,
-    device: torch.device | str = "cpu",
-    precision: str | int = 32,
+    inference: Inference, dataset: Dataset, categories: Categories, num_workers: int = 0
 ) -> tuple[list[dict], list[int]]:
-    """COCO results of ``model`` (torchvision Mask R-CNN) on every image of ``dataset``.
+    """COCO results of ``inference`` on every image of ``dataset``, converted batch by batch
+    (RLE masks, not full-image ones, are kept).
 
     Returns the results and the ids of every image predicted (with or without detections).
     """
-    device = torch.device(device)
-    model = model.to(device).eval()
-    backbone_autocast = autocast_context(resolve_precision(precision, device.type), device)
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate, shuffle=False
+        dataset,
+        batch_size=inference.batch_size,
+        num_workers=num_workers,
+        collate_fn=collate,
+        shuffle=False,
     )
     results: list[dict] = []
     image_ids: list[int] = []
-    with torch.inference_mode(), tqdm(total=len(dataset), desc="Evaluating", unit="img") as bar:
+    with tqdm(total=len(dataset), desc="Evaluating", unit="img") as bar:
         for images, targets in loader:
-            detections = detect(model, [image.to(device) for image in images], backbone_autocast)
+            detections = inference(images)
             ids = [int(target["image_id"]) for target in targets]
-            results += detections_to_coco_results(detections, ids, categories, mask_threshold)
+            results += detections_to_coco_results(
+                detections, ids, categories, inference.mask_threshold
+            )
             image_ids += ids
             bar.update(len(images))
     return results, image_ids
@@ -104,15 +100,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if module is not None:
         ensure_classes_match(module.categories, categories)
         device = resolve_device(cfg.get("device", "auto"))
+        inference = Inference(
+            TorchRunner(module.model, device, resolve_precision(cfg.precision, device.type)),
+            batch_size=int(cfg.batch_size),
+            mask_threshold=float(cfg.mask_threshold),
+        )
         results, image_ids = predict_results(
-            module.model,
-            val_set,
-            categories,
-            batch_size=cfg.batch_size,
-            num_workers=cfg.num_workers,
-            mask_threshold=cfg.mask_threshold,
-            device=device,
-            precision=cfg.precision,
+            inference, val_set, categories, num_workers=int(cfg.num_workers)
         )
         iou_types: tuple[str, ...] = IOU_TYPES
         info["ckpt_path"] = str(Path(cfg.ckpt_path).resolve())

@@ -16,6 +16,10 @@ read, so an unreadable file keeps its number (with no results) and the others do
 ``image_ids_from=ANNOTATIONS.json`` the ids are that COCO file's ids for the same file names, so
 ``predictions.json`` can be evaluated against those annotations.
 
+Images are read as training reads them (:mod:`mrcnn.data.images`): turned upright by their EXIF
+orientation, so boxes, masks and ``images.json`` sizes are in the frame the model was trained
+and annotated in. The model runs through :mod:`mrcnn.inference`, as in ``mrcnn.evaluate``.
+
 ``score_threshold`` filters what is drawn AND what is written; ``mask_threshold`` binarises mask
 probabilities for both. Unreadable images are skipped with a warning naming them, and counted in
 the closing summary; the rest are still predicted (exit status 0). The two JSON files are written
@@ -35,25 +39,24 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from PIL import Image
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mrcnn.data.categories import Categories
+from mrcnn.data.errors import DataError
+from mrcnn.data.images import IMAGE_EXTENSIONS, read_image
 from mrcnn.evaluation.coco import detections_to_coco_results
+from mrcnn.inference import Inference, TorchRunner
 from mrcnn.io import write_json_atomically
 from mrcnn.model.checkpoint import CheckpointError, load_module
-from mrcnn.model.forward import detect
-from mrcnn.precision import autocast_context, resolve_device, resolve_precision
+from mrcnn.precision import resolve_device, resolve_precision
 from mrcnn.visualize import draw_prediction
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PREDICTIONS_FILE = "predictions.json"
 IMAGES_FILE = "images.json"
 
@@ -150,7 +153,8 @@ def prepare_output(output: str | Path, files: list[Path], names: list[str], draw
 
 
 class ImageFiles(Dataset):
-    """Decodes image files to uint8 RGB [3,H,W]; an unreadable file yields its error instead."""
+    """Image files as uint8 RGB [3,H,W], read as training reads them (upright by their EXIF
+    orientation, :func:`mrcnn.data.images.read_image`); an unreadable file yields its error."""
 
     def __init__(self, files: list[Path]) -> None:
         self.files = files
@@ -160,29 +164,16 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
-            with Image.open(self.files[index]) as image:
-                array = np.array(image.convert("RGB"))
+            array = read_image(self.files[index], "predict input")
             return {"index": index, "image": torch.from_numpy(array).permute(2, 0, 1).contiguous()}
-        except Exception as error:  # any decoder failure means "skip this file, say why"
+        except DataError as error:  # the reader's message names the file and what is wrong
+            return {"index": index, "image": None, "error": str(error)}
+        except Exception as error:  # any other decoder failure also means "skip it, say why"
             return {"index": index, "image": None, "error": f"{type(error).__name__}: {error}"}
 
 
 def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return batch
-
-
-def keep_confident(detection: dict[str, Tensor], score_threshold: float) -> dict[str, Tensor]:
-    """One image's detections on the CPU in float32, those with ``score >= score_threshold``."""
-    keep = detection["scores"].float() >= score_threshold
-    if bool(keep.all()):  # nothing to drop: no copy of the full-image masks
-        return {
-            key: (value.float() if value.is_floating_point() else value).cpu()
-            for key, value in detection.items()
-        }
-    return {
-        key: (value[keep].float() if value.is_floating_point() else value[keep]).cpu()
-        for key, value in detection.items()
-    }
 
 
 def batches(loader: DataLoader, progress: tqdm) -> Iterator[list[dict[str, Any]]]:
@@ -200,12 +191,18 @@ def predict(cfg: DictConfig) -> PredictSummary:
     output = prepare_output(cfg.output, files, names, bool(cfg.draw))
     device = resolve_device(str(cfg.device))
     try:  # a bad value fails now, not after loading the model
-        backbone_autocast = autocast_context(resolve_precision(cfg.precision, device.type), device)
+        precision = resolve_precision(cfg.precision, device.type)
     except ValueError as error:
         raise PredictError(str(error)) from error
 
     module = load_module(cfg.ckpt_path, map_location=device).eval()
     categories: Categories = module.categories
+    inference = Inference(
+        TorchRunner(module.model, device, precision),
+        batch_size=int(cfg.batch_size),
+        score_threshold=score_threshold,
+        mask_threshold=mask_threshold,
+    )
     log.info(
         "Predicting %d image(s) from %s with %s (classes %s) on %s.",
         len(files),
@@ -236,10 +233,7 @@ def predict(cfg: DictConfig) -> PredictSummary:
                     readable.append(item)
             if not readable:
                 continue
-            inputs = [item["image"].to(device).float().div_(255) for item in readable]
-            with torch.inference_mode():
-                outputs = detect(module.model, inputs, backbone_autocast)
-            detections = [keep_confident(output, score_threshold) for output in outputs]
+            detections = inference([item["image"] for item in readable])
             ids = [image_ids[item["index"]] for item in readable]
             results.extend(detections_to_coco_results(detections, ids, categories, mask_threshold))
             for item, image_id, detection in zip(readable, ids, detections, strict=True):

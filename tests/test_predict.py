@@ -16,10 +16,13 @@ from pycocotools.coco import COCO
 from tiny import TINY
 from torch import nn
 
+import mrcnn.evaluate
+import mrcnn.inference
 import mrcnn.predict
 from mrcnn.config import compose_config
 from mrcnn.data import ShapesDataset
-from mrcnn.evaluation.coco import evaluate_coco, targets_to_coco_ground_truth
+from mrcnn.data.images import read_image
+from mrcnn.evaluation.coco import evaluate_coco, ground_truth_for
 from mrcnn.model.checkpoint import CheckpointError
 from mrcnn.predict import PredictError, drawn_names, predict
 from mrcnn.train import train
@@ -149,13 +152,13 @@ def test_written_results_score_perfectly_against_the_ground_truth_they_came_from
     dataset = ShapesDataset(num_images=5, image_size=96, seed=11, empty_fraction=0.2)
     folder = tmp_path / "images"
     folder.mkdir()
-    targets, sizes = [], []
+    samples = []
     for index in range(len(dataset)):
         image, target = dataset[index]
         save(image, folder / f"shape_{index}.png")
-        targets.append({**target, "image_id": 100 + index})
-        sizes.append(tuple(image.shape[-2:]))
-    ground_truth = targets_to_coco_ground_truth(targets, sizes, dataset.categories)
+        samples.append((image, {**target, "image_id": 100 + index}))
+    targets = [target for _, target in samples]
+    ground_truth = ground_truth_for(samples, dataset.categories)
     for image in ground_truth["images"]:
         image["file_name"] = f"shape_{image['id'] - 100}.png"
     annotations = tmp_path / "annotations.json"
@@ -164,7 +167,7 @@ def test_written_results_score_perfectly_against_the_ground_truth_they_came_from
     loaded = SimpleNamespace(model=model, categories=dataset.categories)
     loaded.eval = lambda: loaded
     monkeypatch.setattr(mrcnn.predict, "load_module", lambda path, map_location: loaded)
-    monkeypatch.setattr(mrcnn.predict, "detect", lambda model, images, precision: model(images))
+    monkeypatch.setattr(mrcnn.inference, "detect", lambda model, images, precision: model(images))
 
     out = tmp_path / "out"
     summary = predict(
@@ -291,3 +294,112 @@ def test_cli_reports_a_bad_checkpoint_in_one_line_with_exit_status_1(image_folde
     assert done.returncode == 1
     assert "mrcnn.predict: error: Checkpoint" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def test_exif_rotated_jpeg_is_predicted_and_evaluated_upright(
+    checkpoint, data_dir, tmp_path, monkeypatch
+):
+    """A phone photo stores sideways pixels and an EXIF orientation; training reads it upright
+    (mrcnn.data.images), so predict and evaluate must too: same detections, upright masks."""
+    source = data_dir / "coco128" / "val2017" / "000000000009.jpg"
+    if not source.is_file():
+        pytest.skip(f"{source} not found (set MRCNN_DATA_DIR)")
+    upright = np.array(Image.open(source).convert("RGB"))  # 480 x 640 (H x W), no EXIF
+    folder = tmp_path / "images"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to show": the raw pixels lie sideways
+    sideways = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+    assert sideways.size == (480, 640)  # W x H as stored
+    sideways.save(folder / "exif.jpg", exif=exif, quality=95)
+    shown = read_image(folder / "exif.jpg", "test")  # upright, as training reads it
+    assert shown.shape == upright.shape
+    assert np.abs(shown.astype(int) - upright).mean() < 4  # JPEG noise, not another rotation
+    Image.fromarray(shown).save(folder / "upright.png")  # the same pixels, no EXIF
+    height, width = upright.shape[:2]
+
+    out = tmp_path / "out"
+    predict(
+        predict_config(
+            ckpt_path=checkpoint,
+            input=folder,
+            output=out,
+            score_threshold=0.0,
+            batch_size=1,
+            draw=False,
+        )
+    )
+    index = json.loads((out / "images.json").read_text())
+    assert [(i["file_name"], i["height"], i["width"]) for i in index["images"]] == [
+        ("exif.jpg", height, width),
+        ("upright.png", height, width),
+    ]
+    predicted = json.loads((out / "predictions.json").read_text())
+    by_file = {
+        name: [r for r in predicted if r["image_id"] == image_id]
+        for image_id, name in ((1, "exif.jpg"), (2, "upright.png"))
+    }
+    assert by_file["exif.jpg"], "the 2-step model should detect something at score >= 0"
+    assert all(r["segmentation"]["size"] == [height, width] for r in predicted)
+    assert_same_detections(by_file["exif.jpg"], by_file["upright.png"])
+
+    # mrcnn.evaluate on a COCO json naming the EXIF file, with the checkpoint's classes.
+    annotations = tmp_path / "instances.json"
+    annotations.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 9, "file_name": "exif.jpg", "height": height, "width": width}],
+                "annotations": [
+                    {
+                        "id": 1,
+                        "image_id": 9,
+                        "category_id": 1,
+                        "segmentation": [[100, 100, 300, 100, 300, 300, 100, 300]],
+                        "area": 40000,
+                        "bbox": [100, 100, 200, 200],
+                        "iscrowd": 0,
+                    }
+                ],
+                "categories": [
+                    {"id": i + 1, "name": name}
+                    for i, name in enumerate(ShapesDataset(num_images=1).categories.names)
+                ],
+            }
+        )
+    )
+    scored = []
+
+    def recording_evaluate_coco(ground_truth, results, **options):
+        scored.extend(results)
+        return real_evaluate_coco(ground_truth, results, **options)
+
+    real_evaluate_coco = mrcnn.evaluate.evaluate_coco
+    monkeypatch.setattr(mrcnn.evaluate, "evaluate_coco", recording_evaluate_coco)
+    split = [f"images={folder}", f"annotations={annotations}"]
+    mrcnn.evaluate.evaluate(
+        compose_config(
+            [
+                "data=coco",
+                *(f"data.{part}.{item}" for part in ("train", "val") for item in split),
+                "data.num_workers=0",
+                "batch_size=1",
+                f"ckpt_path={checkpoint}",
+                f"output={tmp_path / 'metrics.json'}",
+            ],
+            output_dir=tmp_path,
+            config_name="evaluate",
+        )
+    )
+    assert {r["image_id"] for r in scored} == {9}
+    assert all(r["segmentation"]["size"] == [height, width] for r in scored)
+    assert_same_detections(scored, by_file["exif.jpg"])
+
+
+def assert_same_detections(ours: list[dict], theirs: list[dict]) -> None:
+    """The same detections in the same order, whatever image ids they were written under."""
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["category_id"] == b["category_id"]
+        assert a["segmentation"] == b["segmentation"]
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3)
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)

@@ -129,7 +129,8 @@ class CocoDataset(Dataset):
 
     Category ids (COCO: 1..90 with gaps) become contiguous labels 1..K through
     :attr:`categories`. Crowd regions (``iscrowd=1``) are kept out of training targets, as in
-    torchvision, detectron2 and MMDetection; :meth:`coco_ground_truth` keeps them for evaluation.
+    torchvision, detectron2 and MMDetection; evaluation's ground truth keeps them
+    (:func:`mrcnn.evaluation.coco.ground_truth_for` reads it from :attr:`annotations`).
 
     Args:
         images: folder the json's ``file_name`` entries are relative to.
@@ -327,19 +328,6 @@ class CocoDataset(Dataset):
         names = Counter(im["file_name"] for im in data["images"])
         warnings += [f"file {n} is listed for {c} image ids" for n, c in names.items() if c > 1]
         return warnings
-
-    def coco_ground_truth(self, indices: list[int] | None = None) -> dict[str, Any]:
-        """The json restricted to these items' images: all their annotations (crowd included),
-        original ids and categories, read again from the file (evaluation matches on ids)."""
-        data = load_json(self.annotations)
-        chosen = range(len(self)) if indices is None else indices
-        wanted = {self.image_id(i) for i in chosen}
-        return {
-            **{k: v for k, v in data.items() if k not in ("images", "annotations")},
-            "images": [im for im in data["images"] if im["id"] in wanted],
-            "annotations": [a for a in data["annotations"] if a["image_id"] in wanted],
-            "categories": data["categories"],
-        }
 
 
 def optional_coco_dataset(

@@ -1,8 +1,10 @@
 """Reading images and instance masks from disk, the same way for every data set format.
 
 Images come back as RGB uint8 [H,W,3] whatever they were stored as (grayscale, RGBA, palette,
-16-bit), turned upright by their EXIF orientation, as annotation tools show them. Every failure
-raises :class:`~mrcnn.data.errors.DataError` naming the file, where it came from and the fix.
+16-bit), turned upright by their EXIF orientation, as annotation tools show them. Training,
+evaluation and ``mrcnn.predict`` all read images here, so a model sees a photo in the frame it was
+annotated and trained in. Every failure raises :class:`~mrcnn.data.errors.DataError` naming the
+file, where it came from and the fix.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mrcnn.data.errors import DataError, UnreadableFileError
+
+# File endings read as images (compared lower-case): what predict lists in a folder and what
+# mask folders pair with masks by default.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # EXIF orientations that swap width and height (rotations by 90 or 270 degrees).
 _TRANSPOSED = {5, 6, 7, 8}

@@ -30,10 +30,9 @@ from torchvision import tv_tensors
 
 from mrcnn.data.categories import Categories
 from mrcnn.data.errors import DataError, SizeMismatchError, listing
-from mrcnn.data.images import image_hw, read_image, read_mask
+from mrcnn.data.images import IMAGE_EXTENSIONS, image_hw, read_image, read_mask
 from mrcnn.data.targets import checked_sample, num_dropped
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_EXTENSIONS = (".png", ".tif", ".tiff")
 
 
@@ -103,7 +102,8 @@ class MaskFolderDataset(Dataset):
         root: folder holding ``images_dir`` and ``masks_dir``.
         images_dir, masks_dir: sub-folders (relative to root) of images and of masks.
         mask_suffix: what the mask's stem adds to the image's (``_mask``: a.png -> a_mask.png).
-        image_extensions, mask_extensions: file endings looked at (case-insensitive).
+        image_extensions, mask_extensions: file endings looked at (case-insensitive); images
+            default to every ending mrcnn reads (:data:`~mrcnn.data.images.IMAGE_EXTENSIONS`).
         class_name: the single class when there is no ``classes_file``.
         classes_file: sidecar YAML/JSON giving instances classes (relative to root or absolute).
     """
@@ -114,7 +114,7 @@ class MaskFolderDataset(Dataset):
         images_dir: str = "images",
         masks_dir: str = "masks",
         mask_suffix: str = "",
-        image_extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        image_extensions: Sequence[str] | None = None,
         mask_extensions: Sequence[str] = MASK_EXTENSIONS,
         class_name: str = "object",
         classes_file: str | Path | None = None,
@@ -136,6 +136,8 @@ class MaskFolderDataset(Dataset):
             self.categories = self.class_map.categories
         else:
             self.categories = Categories.from_names([class_name])
+        if image_extensions is None:
+            image_extensions = IMAGE_EXTENSIONS
         self._pair(_normalise_ext(image_extensions), _normalise_ext(mask_extensions))
         self._hw_cache = np.full((len(self), 2), -1, dtype=np.int64)
 
@@ -242,7 +244,7 @@ def mask_folder_datamodule(
     images_dir: str = "images",
     masks_dir: str = "masks",
     mask_suffix: str = "",
-    image_extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    image_extensions: Sequence[str] | None = None,
     mask_extensions: Sequence[str] = MASK_EXTENSIONS,
     class_name: str = "object",
     classes_file: str | Path | None = None,
@@ -257,8 +259,8 @@ def mask_folder_datamodule(
         images_dir=images_dir,
         masks_dir=masks_dir,
         mask_suffix=mask_suffix,
-        image_extensions=list(image_extensions),
-        mask_extensions=list(mask_extensions),
+        image_extensions=image_extensions,
+        mask_extensions=mask_extensions,
         class_name=class_name,
         classes_file=classes_file,
     )

@@ -7,11 +7,10 @@ from mrcnn.evaluation.coco import (
     detections_to_coco_results,
     evaluate_coco,
     format_metrics_table,
-    load_ground_truth,
+    ground_truth_for,
     load_results,
-    targets_to_coco_ground_truth,
 )
-from mrcnn.evaluation.evaluator import CocoEvaluator, ground_truth_for
+from mrcnn.evaluation.evaluator import CocoEvaluator
 
 __all__ = [
     "STAT_NAMES",
@@ -22,7 +21,5 @@ __all__ = [
     "evaluate_coco",
     "format_metrics_table",
     "ground_truth_for",
-    "load_ground_truth",
     "load_results",
-    "targets_to_coco_ground_truth",
 ]

@@ -1,5 +1,9 @@
 """COCO box and mask AP: results conversion, ground truth, and evaluation with COCOeval.
 
+Ground truth is built in one place, :func:`ground_truth_for`, for every source: a COCO dict or
+json file, a COCO-annotated data set (its json: crowd regions and original ids kept), or any
+other data set (its un-augmented targets, converted).
+
 The numbers are COCOeval's own (pycocotools, or faster-coco-eval which gives identical results
 faster), never a re-implementation: papers and other tools report exactly these. Traps handled
 here, each covered by a test:
@@ -30,8 +34,11 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from mrcnn.data.categories import Categories
+from mrcnn.data.coco import CocoDataset, load_json
+from mrcnn.data.wrappers import unwrap_dataset
 
 log = logging.getLogger(__name__)
 
@@ -119,34 +126,77 @@ def detections_to_coco_results(
     return results
 
 
-def targets_to_coco_ground_truth(
-    targets: list[dict],
-    image_sizes: list[tuple[int, int]],
-    categories: Categories,
-) -> dict:
-    """A COCO ground-truth dict built from targets (synthetic and mask-folder data).
+# --------------------------------------------------------------------------- ground truth
 
-    ``image_sizes`` are ``(height, width)``. Segmentations are RLEs, ``area`` is the mask's pixel
-    count (what COCOeval's area ranges use), boxes are xywh, ``iscrowd`` comes from the target
-    when it has one (else 0). Annotation ids start at 1: COCOeval treats id 0 as "unmatched".
+GroundTruthSource = dict | str | Path | Dataset | Sequence[tuple[Tensor, dict]]
+
+
+def ground_truth_for(source: GroundTruthSource, categories: Categories | None = None) -> dict:
+    """COCO ground truth, the one way mrcnn builds it, for evaluation and results checks.
+
+    ``source`` is one of:
+
+    - a COCO dict or instances json file: checked and returned as it is;
+    - a data set, under any ``Subset``/transform wrappers (never augmented: the wrappers are
+      looked through): a :class:`~mrcnn.data.coco.CocoDataset` answers from its json, restricted
+      to its items' images (crowd regions, original image and category ids kept, as COCOeval
+      needs them); any other data set (synthetic, mask folders, or a list of ``(image, target)``
+      pairs) is read once and its targets converted by :func:`_samples_to_coco` with
+      ``categories`` (default: the data set's own).
     """
-    if len(targets) != len(image_sizes):
-        raise ValueError(f"{len(targets)} targets for {len(image_sizes)} image sizes.")
+    if isinstance(source, dict):
+        return _checked_ground_truth(source, "COCO ground truth")
+    if isinstance(source, str | Path):
+        return _checked_ground_truth(load_json(source), str(source))
+    base, indices = unwrap_dataset(source)
+    if isinstance(base, CocoDataset):
+        data = load_json(base.annotations)
+        wanted = {base.image_id(i) for i in indices}
+        return {
+            **{k: v for k, v in data.items() if k not in ("images", "annotations")},
+            "images": [im for im in data["images"] if im["id"] in wanted],
+            "annotations": [a for a in data["annotations"] if a["image_id"] in wanted],
+        }
+    categories = categories or getattr(base, "categories", None)
+    if categories is None:
+        raise ValueError(
+            f"{type(base).__name__} has no `categories`; pass categories to ground_truth_for."
+        )
+    return _samples_to_coco((base[index] for index in indices), categories)
+
+
+def _checked_ground_truth(data: Any, source: str) -> dict:
+    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
+        raise ValueError(
+            f"{source}: COCO ground truth needs 'images', 'annotations' and 'categories' lists."
+        )
+    return data
+
+
+def _samples_to_coco(samples: Iterable[tuple[Tensor, dict]], categories: Categories) -> dict:
+    """COCO ground truth from ``(image, target)`` samples (the image gives the size).
+
+    Segmentations are RLEs, ``area`` is the mask's pixel count (what COCOeval's area ranges
+    use), boxes are xywh, category ids are the data set's (``categories``), ``iscrowd`` comes
+    from the target when it has one (else 0). Annotation ids start at 1: COCOeval treats id 0
+    as "unmatched".
+    """
     images, annotations = [], []
     seen: set[int] = set()
-    for target, (height, width) in zip(targets, image_sizes, strict=True):
+    for image, target in samples:
+        height, width = (int(s) for s in image.shape[-2:])
         image_id = int(target["image_id"])
         if image_id in seen:
             raise ValueError(f"Image id {image_id} appears twice; image ids must be unique.")
         seen.add(image_id)
-        images.append({"id": image_id, "height": int(height), "width": int(width)})
+        images.append({"id": image_id, "height": height, "width": width})
         masks = torch.as_tensor(target["masks"]).as_subclass(Tensor)
-        if masks.numel() and tuple(masks.shape[-2:]) != (int(height), int(width)):
+        if masks.numel() and tuple(masks.shape[-2:]) != (height, width):
             raise ValueError(
                 f"Image {image_id}: masks are {tuple(masks.shape[-2:])} but the image is "
                 f"{(height, width)} (height, width)."
             )
-        rles = encode_masks(masks.reshape(-1, int(height), int(width)) != 0)
+        rles = encode_masks(masks.reshape(-1, height, width) != 0)
         areas = mask_util.area(rles).tolist() if rles else []
         boxes = xyxy_to_xywh(torch.as_tensor(target["boxes"]).float().reshape(-1, 4)).tolist()
         labels = torch.as_tensor(target["labels"]).reshape(-1).tolist()
@@ -175,23 +225,6 @@ def targets_to_coco_ground_truth(
 
 
 # --------------------------------------------------------------------------- checking input
-
-
-def load_ground_truth(ground_truth: dict | str | Path) -> dict:
-    """A COCO ground-truth dict from a dict or a json file, with a clear error if it is not one."""
-    if isinstance(ground_truth, dict):
-        data = ground_truth
-    else:
-        path = Path(ground_truth)
-        if not path.is_file():
-            raise FileNotFoundError(f"Ground-truth file {path} does not exist.")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path} is not a COCO json file: {error}") from error
-    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
-        raise ValueError("COCO ground truth needs 'images', 'annotations' and 'categories' lists.")
-    return data
 
 
 def load_results(path: str | Path) -> list[dict]:
@@ -374,7 +407,7 @@ def evaluate_coco(
     for iou_type in iou_types:
         if iou_type not in IOU_TYPES:
             raise ValueError(f"Unknown iou type {iou_type!r}; choose from {list(IOU_TYPES)}.")
-    ground_truth = load_ground_truth(ground_truth)
+    ground_truth = ground_truth_for(ground_truth)
     supported = check_results(results, ground_truth)
     missing = [t for t in iou_types if t not in supported and results]
     if missing:

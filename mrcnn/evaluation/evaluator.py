@@ -14,41 +14,11 @@ from typing import Any
 
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from mrcnn.data.categories import Categories
-from mrcnn.data.wrappers import unwrap_dataset
-from mrcnn.evaluation.coco import (
-    IOU_TYPES,
-    detections_to_coco_results,
-    evaluate_coco,
-    targets_to_coco_ground_truth,
-)
+from mrcnn.evaluation.coco import IOU_TYPES, detections_to_coco_results, evaluate_coco
 
 log = logging.getLogger(__name__)
-
-
-def ground_truth_for(dataset: Dataset, categories: Categories | None = None) -> dict:
-    """COCO ground truth for a (possibly wrapped) data set, built once.
-
-    COCO data sets answer from their annotation file (``coco_ground_truth(indices)``: crowd
-    regions and original ids included). Other data sets (synthetic, mask folders) are read once,
-    without augmentation, and their targets converted with :func:`targets_to_coco_ground_truth`.
-    """
-    base, indices = unwrap_dataset(dataset)
-    if hasattr(base, "coco_ground_truth"):
-        return base.coco_ground_truth(indices)
-    categories = categories or getattr(base, "categories", None)
-    if categories is None:
-        raise ValueError(
-            f"{type(base).__name__} has no `categories`; pass categories to ground_truth_for."
-        )
-    targets, sizes = [], []
-    for index in indices:
-        image, target = base[index]
-        sizes.append(tuple(int(s) for s in image.shape[-2:]))
-        targets.append(target)
-    return targets_to_coco_ground_truth(targets, sizes, categories)
 
 
 def _distributed() -> bool:

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from mrcnn.data.categories import Categories
 from mrcnn.data.errors import DataError
-from mrcnn.evaluation.evaluator import CocoEvaluator, ground_truth_for
+from mrcnn.evaluation.coco import ground_truth_for
+from mrcnn.evaluation.evaluator import CocoEvaluator
 from mrcnn.model.builder import build_maskrcnn
 from mrcnn.model.forward import losses_and_detections
 from mrcnn.model.schedule import parameter_groups, scaled_lr, warmup_schedule

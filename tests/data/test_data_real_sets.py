@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import Subset
 
 from mrcnn.data import CocoDataset, MaskFolderDataset
 from mrcnn.data.sampler import aspect_groups
 from mrcnn.data.wrappers import unwrap_dataset
+from mrcnn.evaluation import ground_truth_for
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_coco128_maps_80_category_ids_with_gaps_to_labels_and_back(coco128):
 
 
 def test_coco128_targets_hold_labels_not_raw_ids_and_own_image_ids(coco128):
-    raw = coco128.coco_ground_truth()
+    raw = ground_truth_for(coco128)
     by_image = {}
     for ann in raw["annotations"]:
         if not ann["iscrowd"]:
@@ -88,7 +90,7 @@ def test_coco128_keeps_2_empty_images_as_negatives_unless_asked(coco128, coco128
 
 def test_coco128_crowd_regions_stay_out_of_targets_but_in_ground_truth(coco128, coco128_labels):
     assert coco128.num_crowd == 10
-    ground_truth = coco128.coco_ground_truth()
+    ground_truth = ground_truth_for(coco128)
     crowd = [a for a in ground_truth["annotations"] if a["iscrowd"]]
     assert len(crowd) == 10 and len(ground_truth["annotations"]) == 939
     assert len(ground_truth["images"]) == 128 and len(ground_truth["categories"]) == 80
@@ -98,7 +100,7 @@ def test_coco128_crowd_regions_stay_out_of_targets_but_in_ground_truth(coco128, 
     # An image with a crowd region: its target holds exactly its non-crowd annotations.
     crowd_image = crowd[0]["image_id"]
     index = next(i for i in range(len(coco128)) if coco128.image_id(i) == crowd_image)
-    subset = coco128.coco_ground_truth([index])
+    subset = ground_truth_for(Subset(coco128, [index]))
     assert [im["id"] for im in subset["images"]] == [crowd_image]
     assert {a["image_id"] for a in subset["annotations"]} == {crowd_image}
     assert any(a["iscrowd"] for a in subset["annotations"])
@@ -126,7 +128,6 @@ def test_coco_annotations_are_stored_compactly(coco128):
 
 
 def test_aspect_groups_reach_through_subsets_without_decoding(pennfudan):
-    from torch.utils.data import Subset
 
     subset = Subset(Subset(pennfudan, [3, 5, 9]), [2, 0])
     assert unwrap_dataset(subset) == (pennfudan, [9, 3])

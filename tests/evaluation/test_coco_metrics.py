@@ -22,7 +22,7 @@ from mrcnn.evaluation import (
     detections_to_coco_results,
     evaluate_coco,
     format_metrics_table,
-    targets_to_coco_ground_truth,
+    ground_truth_for,
 )
 
 BACKENDS = ["pycocotools", "faster_coco_eval"]
@@ -214,8 +214,8 @@ def test_masks_are_thresholded_before_encoding():
 
 def test_ground_truth_from_targets_scores_perfect_detections_as_one():
     dataset = ShapesDataset(num_images=12, image_size=96, seed=3)
-    targets, sizes = zip(*((t, tuple(im.shape[-2:])) for im, t in dataset), strict=True)
-    gt = targets_to_coco_ground_truth(list(targets), list(sizes), dataset.categories)
+    targets = [target for _, target in dataset]
+    gt = ground_truth_for(dataset)
     assert [im["id"] for im in gt["images"]] == list(range(12))
     assert [c["id"] for c in gt["categories"]] == [1, 2, 3]
     assert min(a["id"] for a in gt["annotations"]) == 1  # COCOeval reads id 0 as "unmatched"
