@@ -1,5 +1,6 @@
 """Data sets, targets, transforms and the DataModule."""
 
+from mrcnn.data.base import InstanceDataset, RawSample
 from mrcnn.data.categories import Categories
 from mrcnn.data.coco import CocoDataset
 from mrcnn.data.datamodule import DetectionDataModule, collate
@@ -13,8 +14,10 @@ __all__ = [
     "CocoDataset",
     "DataError",
     "DetectionDataModule",
+    "InstanceDataset",
     "InvalidTargetError",
     "MaskFolderDataset",
+    "RawSample",
     "ShapesDataset",
     "collate",
     "validate_target",
