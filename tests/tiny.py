@@ -1,9 +1,14 @@
 """Overrides that make a real training run take seconds on a 2-core CPU, and the one way the
 tests run a command (shared by the tests)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+# The checkout under test: a subprocess must import its mrcnn, not the installed one (a git
+# worktree's tests would otherwise run the main checkout's code).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Any data set: a few steps, one validation, quiet.
 TINY_RUN = [
@@ -32,8 +37,10 @@ def run_module(
     env: dict[str, str] | None = None,
     timeout: int = 900,
 ) -> subprocess.CompletedProcess:
-    """``python -m <module> <args>`` in ``cwd``, as a user runs it; the test fails with the
-    output's tail when the command fails."""
+    """``python -m <module> <args>`` in ``cwd``, as a user runs it (with this checkout's mrcnn
+    first on the path); the test fails with the output's tail when the command fails."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,

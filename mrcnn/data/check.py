@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from mrcnn.data.base import InstanceDataset
 from mrcnn.data.errors import DataError, SizeMismatchError, UnreadableFileError, listing
 from mrcnn.data.targets import CLIPPED_BOX, DEGENERATE_BOX, EMPTY_MASK
 
@@ -26,6 +26,7 @@ class Report:
     """What a scan of one data set found."""
 
     name: str
+    description: str = ""
     images: int = 0
     instances: int = 0
     per_class: Counter = field(default_factory=Counter)
@@ -43,18 +44,15 @@ class Report:
         return [*self.unreadable, *self.size_mismatch, *self.other_errors]
 
 
-def scan(dataset: Dataset, name: str, tiny_mask_area: int = 16) -> Report:
+def scan(dataset: InstanceDataset, name: str, tiny_mask_area: int = 16) -> Report:
     """Read every item of a data set and count what training would see and drop."""
-    report = Report(name=name, images=len(dataset), crowd=getattr(dataset, "num_crowd", None))
-    if hasattr(dataset, "json_warnings"):
-        report.warnings += dataset.json_warnings()
+    report = Report(
+        name=name, description=dataset.describe(), images=len(dataset), crowd=dataset.num_crowd
+    )
+    report.warnings += dataset.annotation_warnings()
     for index in tqdm(range(len(dataset)), desc=f"checking {name}", unit="img", file=sys.stdout):
         try:
-            if hasattr(dataset, "load"):
-                _, target, dropped = dataset.load(index)
-            else:  # e.g. the synthetic set: only the total is known
-                _, target = dataset[index]
-                dropped = Counter({"dropped": target.get("num_dropped", 0)})
+            _, target, dropped = dataset.load(index)
         except UnreadableFileError as error:
             report.unreadable.append(str(error))
             continue
@@ -79,6 +77,7 @@ def render(report: Report, categories, max_messages: int = 20) -> str:
     """The report as text for a terminal."""
     lines = [
         f"== {report.name} ==",
+        f"data: {report.description}",
         f"images:                  {report.images}",
         f"instances (trained on):  {report.instances}",
         f"crowd regions (eval only): {report.crowd if report.crowd is not None else 'n/a'}",
@@ -114,6 +113,13 @@ def run(cfg: DictConfig) -> int:
     splits = [("train", datamodule.train_source)]
     if datamodule.val_source is not None:
         splits.append(("val", datamodule.val_source))
+    for name, dataset in splits:
+        if not isinstance(dataset, InstanceDataset):
+            print(
+                f"ERROR: the {name} data set is a {type(dataset).__name__}; the check reads data "
+                "sets built on mrcnn.data.base.InstanceDataset (every format mrcnn ships)."
+            )
+            return 1
     tiny, limit = int(cfg.get("tiny_mask_area", 16)), int(cfg.get("max_messages", 20))
     errors: list[str] = []
     for name, dataset in splits:

@@ -13,7 +13,6 @@ import gc
 import json
 import logging
 import pickle
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,15 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pycocotools import mask as mask_utils
-from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
+from mrcnn.data.base import InstanceDataset, RawSample
 from mrcnn.data.categories import Categories
 from mrcnn.data.errors import DataError, SizeMismatchError, listing
 from mrcnn.data.images import read_image
-from mrcnn.data.targets import checked_sample, num_dropped
+from mrcnn.data.polygons import decode_rle, polygons_to_mask
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +104,16 @@ def _segmentation_problem(seg: Any, height: int, width: int) -> str | None:
 def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
     """A uint8 mask [H,W] from COCO polygons (all parts) or RLE (compressed or uncompressed)."""
     if isinstance(seg, list):
-        polygons = [p for p in seg if len(p) >= 6]  # fewer than 3 points cover no pixel
-        if not polygons:
-            return np.zeros((height, width), dtype=np.uint8)
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(seg["counts"], list):
-        rle = mask_utils.frPyObjects(seg, height, width)
-    else:
-        counts = seg["counts"]
-        rle = {
-            "size": seg["size"],
-            "counts": counts.encode() if isinstance(counts, str) else counts,
-        }
-    with warnings.catch_warnings():  # pycocotools 2.0.11 on numpy 2: a harmless copy= warning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle)
+        return polygons_to_mask(seg, height, width)
+    if isinstance(seg["counts"], list):
+        return decode_rle(mask_utils.frPyObjects(seg, height, width))
+    counts = seg["counts"]
+    return decode_rle(
+        {"size": seg["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+    )
 
 
-class CocoDataset(Dataset):
+class CocoDataset(InstanceDataset):
     """Images of a folder annotated by a COCO instances json.
 
     Category ids (COCO: 1..90 with gaps) become contiguous labels 1..K through
@@ -276,10 +265,7 @@ class CocoDataset(Dataset):
             f"{self.num_crowd} crowd regions (evaluation only)"
         )
 
-    def load(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any], Counter]:
-        """Image, validated target and what validation dropped (for ``mrcnn.data.check``)."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
+    def load_raw(self, index: int) -> RawSample:
         file_name, anns = self._record(index)
         source = self.source(index)
         image = read_image(self.images / file_name, source)
@@ -290,23 +276,10 @@ class CocoDataset(Dataset):
                 f"applied) but the json says {width}x{height}. Fix width/height in the json or "
                 "replace the file with the one that was annotated."
             )
-        if anns:
-            masks = torch.from_numpy(
-                np.stack([decode_segmentation(seg, height, width) for _, _, seg in anns])
-            )
-        else:
-            masks = torch.zeros((0, height, width), dtype=torch.uint8)
-        labels = [label for _, label, _ in anns]
-        return checked_sample(
-            image, masks, labels, self.image_id(index), len(self.categories.names), source
-        )
+        masks = [decode_segmentation(seg, height, width) for _, _, seg in anns]
+        return RawSample(image, masks, [label for _, label, _ in anns])
 
-    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
-        image, target, dropped = self.load(index)
-        target["num_dropped"] = num_dropped(dropped)
-        return image, target
-
-    def json_warnings(self) -> list[str]:
+    def annotation_warnings(self) -> list[str]:
         """What is odd in the json but does not stop training (for ``mrcnn.data.check``):
         degenerate or out-of-image ``bbox`` entries (targets use the masks' boxes instead) and
         image files listed twice."""

@@ -4,11 +4,15 @@ Images come back as RGB uint8 [H,W,3] whatever they were stored as (grayscale, R
 16-bit), turned upright by their EXIF orientation, as annotation tools show them. Training,
 evaluation and ``mrcnn.predict`` all read images here, so a model sees a photo in the frame it was
 annotated and trained in. Every failure raises :class:`~mrcnn.data.errors.DataError` naming the
-file, where it came from and the fix.
+file, where it came from and the fix. An image can also come as the bytes embedded in an
+annotation file (LabelMe's ``imageData``): pass them as ``data``; ``path`` then names the file that
+holds them.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +28,21 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _TRANSPOSED = {5, 6, 7, 8}
 
 
-def _open(path: Path, source: str) -> Image.Image:
+def normalise_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
+    """File endings as lower-case suffixes with their dot (``PNG`` -> ``.png``), for matching
+    ``Path.suffix.lower()``."""
+    return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+
+
+def _open(path: Path, source: str, data: bytes | None = None) -> Image.Image:
+    if data is not None:
+        try:
+            return Image.open(io.BytesIO(data))
+        except (UnidentifiedImageError, OSError) as error:
+            raise UnreadableFileError(
+                f"{source}: cannot read the image embedded in {path} ({error}). Re-save the file "
+                "with its image, or remove the embedded data so that the image file is read."
+            ) from None
     if not path.is_file():
         raise UnreadableFileError(
             f"{source}: image file {path} does not exist. Check the image folder setting "
@@ -39,9 +57,9 @@ def _open(path: Path, source: str) -> Image.Image:
         ) from None
 
 
-def image_hw(path: Path, source: str) -> tuple[int, int]:
+def image_hw(path: Path, source: str, data: bytes | None = None) -> tuple[int, int]:
     """Height and width as shown upright, from the file header only (no pixel decoding)."""
-    with _open(path, source) as image:
+    with _open(path, source, data) as image:
         width, height = image.size
         orientation = image.getexif().get(0x0112, 1)
     return (width, height) if orientation in _TRANSPOSED else (height, width)
@@ -57,9 +75,9 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
 
 
-def read_image(path: Path, source: str) -> np.ndarray:
+def read_image(path: Path, source: str, data: bytes | None = None) -> np.ndarray:
     """RGB uint8 [H,W,3], upright: grayscale, RGBA, palette and 16-bit images are converted."""
-    with _open(path, source) as image:
+    with _open(path, source, data) as image:
         try:
             image.load()
             image = ImageOps.exif_transpose(image)

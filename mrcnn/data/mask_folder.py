@@ -17,27 +17,19 @@ The file may be YAML or JSON (JSON is YAML). See docs/data.md.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
-from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
+from mrcnn.data.base import InstanceDataset, RawSample
 from mrcnn.data.categories import Categories
 from mrcnn.data.errors import DataError, SizeMismatchError, listing
-from mrcnn.data.images import IMAGE_EXTENSIONS, image_hw, read_image, read_mask
-from mrcnn.data.targets import checked_sample, num_dropped
+from mrcnn.data.images import IMAGE_EXTENSIONS, normalise_extensions, read_image, read_mask
 
 MASK_EXTENSIONS = (".png", ".tif", ".tiff")
-
-
-def _normalise_ext(extensions: Sequence[str]) -> tuple[str, ...]:
-    return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
 
 
 class ClassMap:
@@ -95,7 +87,7 @@ class ClassMap:
         )
 
 
-class MaskFolderDataset(Dataset):
+class MaskFolderDataset(InstanceDataset):
     """Images paired by name with instance-id masks.
 
     Args:
@@ -138,8 +130,7 @@ class MaskFolderDataset(Dataset):
             self.categories = Categories.from_names([class_name])
         if image_extensions is None:
             image_extensions = IMAGE_EXTENSIONS
-        self._pair(_normalise_ext(image_extensions), _normalise_ext(mask_extensions))
-        self._hw_cache = np.full((len(self), 2), -1, dtype=np.int64)
+        self._pair(normalise_extensions(image_extensions), normalise_extensions(mask_extensions))
 
     def _pair(self, image_ext: tuple[str, ...], mask_ext: tuple[str, ...]) -> None:
         def files(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
@@ -192,11 +183,7 @@ class MaskFolderDataset(Dataset):
 
     def image_hw(self, index: int) -> tuple[int, int]:
         """Height and width from the file header (no pixel decoding), cached."""
-        if self._hw_cache[index, 0] < 0:
-            path = self.image_folder / str(self._images[index])
-            self._hw_cache[index] = image_hw(path, self.source(index))
-        height, width = self._hw_cache[index]
-        return int(height), int(width)
+        return self._header_hw(index, self.image_folder / str(self._images[index]))
 
     def describe(self) -> str:
         return (
@@ -204,10 +191,7 @@ class MaskFolderDataset(Dataset):
             f"{list(self.categories.names)} (instances counted by python -m mrcnn.data.check)"
         )
 
-    def load(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any], Counter]:
-        """Image, validated target and what validation dropped (for ``mrcnn.data.check``)."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
+    def load_raw(self, index: int) -> RawSample:
         source = self.source(index)
         image = read_image(self.image_folder / str(self._images[index]), source)
         mask_path = self.mask_folder / str(self._masks[index])
@@ -225,18 +209,8 @@ class MaskFolderDataset(Dataset):
             labels = [1] * len(ids)
         else:
             labels = [self.class_map.label(stem, i, f"{source}, mask {mask_path}") for i in ids]
-        if ids:
-            masks = torch.from_numpy(
-                (ids_image[None] == np.array(ids).reshape(-1, 1, 1)).astype(np.uint8)
-            )
-        else:
-            masks = torch.zeros((0, height, width), dtype=torch.uint8)
-        return checked_sample(image, masks, labels, index, len(self.categories.names), source)
-
-    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
-        image, target, dropped = self.load(index)
-        target["num_dropped"] = num_dropped(dropped)
-        return image, target
+        masks = (ids_image[None] == np.array(ids).reshape(-1, 1, 1)).astype(np.uint8)
+        return RawSample(image, masks, labels)
 
 
 def mask_folder_datamodule(

@@ -8,21 +8,17 @@ overlap (the one in front hides part of the one behind), and some images hold no
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
-from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
+from mrcnn.data.base import InstanceDataset, RawSample
 from mrcnn.data.categories import Categories
-from mrcnn.data.targets import make_target, num_dropped, validate_target
 
 SHAPES = ("circle", "square", "triangle")
 
 
-class ShapesDataset(Dataset):
+class ShapesDataset(InstanceDataset):
     """Circles, squares and triangles in random colours on gradient, noisy backgrounds."""
 
     def __init__(
@@ -67,9 +63,13 @@ class ShapesDataset(Dataset):
     def source(self, index: int) -> str:
         return f"synthetic shapes (seed {self.seed}), image {index}"
 
-    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
-        if not 0 <= index < self.num_images:
-            raise IndexError(f"index {index} out of range for {self.num_images} images")
+    def describe(self) -> str:
+        return (
+            f"synthetic shapes (seed {self.seed}): {self.num_images} images of about "
+            f"{self.image_size} px, up to {self.max_objects} of {', '.join(SHAPES)} each"
+        )
+
+    def load_raw(self, index: int) -> RawSample:
         rng = self._rng(index)
         height, width = self._draw_hw(rng)
         image = _background(rng, height, width)
@@ -95,16 +95,7 @@ class ShapesDataset(Dataset):
             masks.append(mask)
             labels.append(label)
             image[mask] = _contrasting_colour(rng, background_mean)
-
-        mask_tensor = (
-            torch.from_numpy(np.stack(masks)).to(torch.uint8)
-            if masks
-            else torch.zeros((0, height, width), dtype=torch.uint8)
-        )
-        target = make_target(mask_tensor, labels, image_id=index)
-        target, dropped = validate_target(target, (height, width), len(SHAPES), self.source(index))
-        target["num_dropped"] = num_dropped(dropped)
-        return tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1).contiguous()), target
+        return RawSample(image, masks, labels)
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

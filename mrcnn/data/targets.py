@@ -1,8 +1,9 @@
 """The one place that checks targets the way Mask R-CNN needs them.
 
-Every data set calls :func:`validate_target` on each sample. Problems that make the data set wrong
-(labels out of range, a mask that does not match its image) raise :class:`InvalidTargetError`
-naming the source and the fix. Instances that simply cannot be trained on (an empty mask, a box
+Every data set calls :func:`validate_target` on each sample (in
+:class:`mrcnn.data.base.InstanceDataset`). Problems that make the data set wrong (labels out of
+range, a mask that does not match its image) raise :class:`InvalidTargetError` naming the source
+and the fix. Instances that simply cannot be trained on (an empty mask, a box
 of zero width) are dropped and *counted*, so training and ``mrcnn.data.check`` can say so.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import numpy as np
 import torch
 from torchvision import tv_tensors
 
@@ -149,20 +149,3 @@ def validate_target(
 def num_dropped(counts: Counter) -> int:
     """Instances that :func:`validate_target` removed (a clipped box is kept, so not counted)."""
     return sum(n for reason, n in counts.items() if reason != CLIPPED_BOX)
-
-
-def checked_sample(
-    image_hwc: np.ndarray,
-    masks: torch.Tensor,
-    labels: list[int],
-    image_id: int,
-    num_categories: int,
-    source: str,
-) -> tuple[tv_tensors.Image, dict[str, Any], Counter]:
-    """A decoded image and its instances as every file-backed data set returns them: the image as
-    a uint8 [3,H,W] tv_tensor, the validated target, and what validation dropped."""
-    height, width = image_hwc.shape[:2]
-    target = make_target(masks, labels, image_id=image_id)
-    target, dropped = validate_target(target, (height, width), num_categories, source)
-    pixels = torch.from_numpy(np.ascontiguousarray(image_hwc.transpose(2, 0, 1)))
-    return tv_tensors.Image(pixels), target, dropped

@@ -1,13 +1,14 @@
 """Every kind of bad input stops with a message naming the file, the id and the fix."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 from tmp_data import mask_folder, small_coco, write_image
 
-from mrcnn.data import CocoDataset, DataError, MaskFolderDataset
+from mrcnn.data import CocoDataset, DataError, LabelMeDataset, MaskFolderDataset, YoloDataset
 from mrcnn.data.coco import optional_coco_dataset
 
 
@@ -162,3 +163,87 @@ def test_polygon_too_small_to_cover_a_pixel_is_dropped_and_counted(tmp_path):
     _rewrite(annotations, lambda d: d["annotations"][0].update(segmentation=[[5, 5, 6, 5]]))
     _, target = CocoDataset(images, annotations)[0]
     assert target["labels"].tolist() == [2] and target["num_dropped"] == 1
+
+
+# -- YOLO and LabelMe ---------------------------------------------------------------------------
+
+
+def _yolo(tmp_path):
+    from converters import coco_items, write_yolo
+
+    items, names = coco_items(*small_coco(tmp_path / "coco"))
+    return write_yolo(tmp_path / "yolo", {"train": items}, names)
+
+
+def test_yolo_without_data_yaml(tmp_path):
+    root = _yolo(tmp_path)
+    (root / "data.yaml").unlink()
+    with pytest.raises(DataError, match=r"yolo/data\.yaml does not exist\. Set data\.root to"):
+        YoloDataset(root)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("2 0.1 0.1 0.5 0.1 0.5 0.5", r"class id 2 is not in data\.yaml's names \(ids 0\.\.1\)"),
+        ("0 0.1 0.1 0.5 zero 0.5 0.5", r"'0 0.1 0.1 0.5 zero 0.5 0.5' is not 'class x1 y1"),
+        ("0 0.1 0.1 0.5 0.1 0.5", r"5 coordinates; a polygon needs x y pairs of at least 3"),
+        ("1 0.5 0.5 0.2 0.2", r"'class cx cy w h' is a YOLO detection box.*segmentation format"),
+        ("1 10 10 50 10 50 30", r"coordinates outside 0\.\.1; YOLO labels are normalised"),
+    ],
+    ids=["class-out-of-range", "not-numbers", "odd-coordinates", "detection-box", "pixels"],
+)
+def test_yolo_bad_label_line_names_file_and_line(tmp_path, line, message):
+    root = _yolo(tmp_path)
+    labels = root / "labels" / "train" / "a.txt"
+    labels.write_text(labels.read_text() + line + "\n")
+    with pytest.raises(DataError, match=r"data\.yaml \(train\): 1 problem\(s\) in label files"):
+        YoloDataset(root)
+    with pytest.raises(DataError, match=rf"labels/train/a\.txt line 3: {message}"):
+        YoloDataset(root)
+
+
+def test_yolo_missing_split(tmp_path):
+    root = _yolo(tmp_path)
+    with pytest.raises(DataError, match=r"data\.yaml has no 'val' split; add 'val: images/val'"):
+        YoloDataset(root, split="val")
+
+
+def test_labelme_json_without_its_image(tmp_path):
+    from converters import coco_items, write_labelme
+
+    items, names = coco_items(*small_coco(tmp_path / "coco"))
+    root = write_labelme(tmp_path / "labelme", items, names)
+    (root / "a.png").unlink()
+    with pytest.raises(DataError) as error:
+        LabelMeDataset(root)
+    message = str(error.value)
+    assert "LabelMe folder" in message and "1 problem(s)" in message
+    assert re.search(r"labelme/a\.json: its image .*labelme/a\.png \(imagePath, relative", message)
+    assert "holds no imageData. Put the image there, fix imagePath, or save" in message
+
+
+def test_labelme_broken_json_and_unknown_label(tmp_path):
+    from converters import coco_items, write_labelme
+
+    items, names = coco_items(*small_coco(tmp_path / "coco"))
+    root = write_labelme(tmp_path / "labelme", items, names)
+    with pytest.raises(DataError, match=r"label 'dog' is not among the classes \['cat'\]; add"):
+        LabelMeDataset(root, labels=["cat"])
+    (root / "b.json").write_text('{"shapes": [')
+    with pytest.raises(DataError, match=r"labelme/b\.json is not valid json .*re-save it"):
+        LabelMeDataset(root)
+    (root / "b.json").write_text('{"version": "5"}')
+    with pytest.raises(DataError, match=r"b\.json is not a LabelMe json \(no 'shapes' list\)"):
+        LabelMeDataset(root)
+
+
+def test_labelme_image_size_differs_from_json(tmp_path):
+    from converters import coco_items, write_labelme
+
+    items, names = coco_items(*small_coco(tmp_path / "coco"))
+    root = write_labelme(tmp_path / "labelme", items, names)
+    (root / "a.png").unlink()
+    write_image(root / "a.png", 41, 60)
+    with pytest.raises(DataError, match=r"a\.json \(image 0\): the image is 60x41 .* says 60x40"):
+        LabelMeDataset(root)[0]

@@ -32,7 +32,7 @@ def coco_json(images: list[dict], annotations: list[dict], categories=None) -> d
 def small_coco(tmp_path: Path, **overrides) -> tuple[Path, Path]:
     """Two 40x60 images, one with two polygons (one multi-part), one without annotations."""
     images_dir = tmp_path / "images"
-    images_dir.mkdir(exist_ok=True)
+    images_dir.mkdir(parents=True, exist_ok=True)
     write_image(images_dir / "a.png", 40, 60)
     write_image(images_dir / "b.png", 40, 60, seed=1)
     data = coco_json(
