@@ -36,7 +36,7 @@ from benchmarks.setups import (
 )
 from mrcnn.config import compose_config
 from mrcnn.predict import find_images, predict
-from mrcnn.train import plain
+from mrcnn.runner import plain
 
 TARGET_EXCLUDED = 0.95
 

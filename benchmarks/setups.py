@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
 
 from mrcnn.config import compose_config
-from mrcnn.train import build_module, plain
+from mrcnn.runner import build_module, plain
 
 Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
 
@@ -89,7 +89,7 @@ def batch_loader(batches: list[Batch], length: int) -> DataLoader:
 
 def mrcnn_module(cfg: DictConfig, datamodule: Any):
     """mrcnn's LightningModule for this config (exactly what ``mrcnn.train`` builds)."""
-    return build_module(cfg, datamodule)
+    return build_module(cfg, datamodule.categories)
 
 
 # mrcnn's builder options with torchvision's own values: maskrcnn_resnet50_fpn takes none of them.

@@ -3,7 +3,7 @@
 Both sides train the same Mask R-CNN (same initial weights, sizes, optimizer, warm-up schedule
 and gradient clipping at ``trainer.gradient_clip_val``) on the very same in-memory batches of the
 default synthetic run. mrcnn's side is the real thing: ``build_module`` and ``build_trainer`` from
-``mrcnn.train`` with the default callbacks, TensorBoard logger and progress bar (validation off).
+``mrcnn.runner`` with the default callbacks, TensorBoard logger and progress bar (validation off).
 The plain side is ``for batch: loss = sum(model(images, targets).values()); backward; clip; step``.
 
 A step is the time between the starts of two consecutive steps (data fetch, forward, backward,
@@ -32,8 +32,7 @@ from benchmarks.setups import (
     plain_torchvision_model,
     synthetic_overrides,
 )
-from mrcnn.model.schedule import warmup_schedule
-from mrcnn.train import build_trainer, plain
+from mrcnn.runner import build_trainer, plain
 
 TARGET = 1.03
 
@@ -93,7 +92,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             model.train()
             params = [p for p in model.parameters() if p.requires_grad]
             optimizer = instantiate(plain(cfg.optimizer), params=params)
-            scheduler = warmup_schedule(optimizer, steps + 1, **plain(cfg.scheduler))
+            schedule = plain(cfg.scheduler)
+            scheduler = instantiate(schedule, optimizer=optimizer, total_steps=steps + 1)
             starts = []
             for images, targets in batch_loader(batches, steps + 1):
                 starts.append(time.perf_counter())

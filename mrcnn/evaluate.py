@@ -13,21 +13,19 @@ is written only when evaluation finished: a failure leaves no file that looks co
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mrcnn.data.categories import Categories
-from mrcnn.data.datamodule import DetectionDataModule, collate
+from mrcnn.data.datamodule import collate
+from mrcnn.errors import ConfigError
 from mrcnn.evaluation.coco import (
     IOU_TYPES,
-    ResultsError,
     check_results,
     detections_to_coco_results,
     evaluate_coco,
@@ -35,20 +33,12 @@ from mrcnn.evaluation.coco import (
     ground_truth_for,
     load_results,
 )
-from mrcnn.inference import Inference, TorchRunner
+from mrcnn.inference import Inference
 from mrcnn.io import write_json_atomically
-from mrcnn.model.checkpoint import (
-    CheckpointError,
-    ClassesMismatchError,
-    ensure_classes_match,
-    load_module,
-)
-from mrcnn.precision import resolve_device, resolve_precision
+from mrcnn.model.checkpoint import ensure_classes_match
+from mrcnn.runner import build_datamodule, checkpoint_inference, command
 
 log = logging.getLogger(__name__)
-
-# Errors whose message says all a user needs: shown without a traceback.
-USER_ERRORS = (FileNotFoundError, CheckpointError, ClassesMismatchError, ResultsError)
 
 
 def predict_results(
@@ -83,28 +73,26 @@ def predict_results(
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate as configured, print the table, write the metrics json; return the metrics."""
     if (cfg.get("ckpt_path") is None) == (cfg.get("results") is None):
-        raise ValueError(
+        raise ConfigError(
             "Give exactly one of ckpt_path=FILE (evaluate a checkpoint) or results=FILE.json "
             "(score a COCO results file)."
         )
     # Read the checkpoint first: a bad file fails fast, before any data is touched.
-    module = load_module(cfg.ckpt_path) if cfg.get("ckpt_path") is not None else None
+    inference = model_categories = None
+    if cfg.get("ckpt_path") is not None:
+        inference, model_categories = checkpoint_inference(
+            cfg.ckpt_path, cfg.device, cfg.precision, cfg.batch_size, 0.0, cfg.mask_threshold
+        )
 
-    datamodule: DetectionDataModule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup("validate")
     val_set = datamodule.val_set
     categories = datamodule.categories
     ground_truth = ground_truth_for(val_set, categories)
     info: dict[str, Any] = {"num_images": len(val_set)}
 
-    if module is not None:
-        ensure_classes_match(module.categories, categories)
-        device = resolve_device(cfg.get("device", "auto"))
-        inference = Inference(
-            TorchRunner(module.model, device, resolve_precision(cfg.precision, device.type)),
-            batch_size=int(cfg.batch_size),
-            mask_threshold=float(cfg.mask_threshold),
-        )
+    if inference is not None:
+        ensure_classes_match(model_categories, categories)
         results, image_ids = predict_results(
             inference, val_set, categories, num_workers=int(cfg.num_workers)
         )
@@ -140,13 +128,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@command("mrcnn.evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except USER_ERRORS as error:
-        log.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    """``python -m mrcnn.evaluate``."""
+    evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,14 @@
 
 ``mrcnn.predict``, ``mrcnn.evaluate`` and the quickstart notebook run models through
 :class:`Inference` (validation during training keeps its single losses-and-detections pass,
-:func:`mrcnn.model.forward.losses_and_detections`). It wraps a *runner*: anything callable on a
+:func:`mrcnn.model.forward.losses_and_detections`). It wraps a *back end*: anything callable on a
 list of float32 [0,1] RGB images [3,H,W] that returns torchvision-style detections per image
 (``boxes`` XYXY in the image's pixels, ``labels`` 1..K, ``scores``, ``masks`` [N,1,H,W]
-probabilities at the image's size). :class:`TorchRunner` runs a torchvision Mask R-CNN; another
-back end (an exported model, tiling over large images) plugs in as another runner and gets the
-same batching, input scaling and postprocessing. Around the runner, once for all of them:
+probabilities at the image's size). :class:`TorchBackend` runs a torchvision Mask R-CNN; another
+back end (an exported model, tiling over large images) plugs in as another back end and gets the
+same batching, input scaling and postprocessing. Around the back end, once for all of them:
 
-- at most ``batch_size`` images per runner call;
+- at most ``batch_size`` images per back-end call;
 - uint8 images are scaled to float32 [0,1] exactly as training's transforms scale them;
 - detections come back on the CPU in float32 (a bf16 backbone must not cost box pixels), those
   with ``score < score_threshold`` dropped and masks made binary (``p > mask_threshold``, the
@@ -31,10 +31,10 @@ from mrcnn.precision import autocast_context
 
 Detections = dict[str, Tensor]
 # Float32 [0,1] images [3,H,W] -> torchvision-style detections, one dict per image.
-Runner = Callable[[list[Tensor]], list[Detections]]
+Backend = Callable[[list[Tensor]], list[Detections]]
 
 
-class TorchRunner:
+class TorchBackend:
     """A torchvision Mask R-CNN in eval mode on ``device``, without gradients.
 
     ``precision`` is what :func:`mrcnn.precision.resolve_precision` returns (``32-true``,
@@ -57,9 +57,9 @@ class TorchRunner:
 
 @dataclass
 class Inference:
-    """Runs ``runner`` over images in batches and prepares its detections (see module doc)."""
+    """Runs ``backend`` over images in batches and prepares its detections (see module doc)."""
 
-    runner: Runner
+    backend: Backend
     batch_size: int = 4
     score_threshold: float = 0.0
     mask_threshold: float = 0.5
@@ -69,9 +69,11 @@ class Inference:
         detections: list[Detections] = []
         for start in range(0, len(images), self.batch_size):
             batch = [as_float_image(image) for image in images[start : start + self.batch_size]]
-            outputs = self.runner(batch)
+            outputs = self.backend(batch)
             if len(outputs) != len(batch):
-                raise ValueError(f"The runner gave {len(outputs)} results for {len(batch)} images.")
+                raise ValueError(
+                    f"The back end gave {len(outputs)} results for {len(batch)} images."
+                )
             detections += [self.postprocess(output) for output in outputs]
         return detections
 

@@ -10,6 +10,8 @@ from functools import cache
 import torch
 from torch import nn
 
+from mrcnn.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 _FP16 = {"16", "16-mixed"}
@@ -90,7 +92,7 @@ def resolve_precision(
     if native_bf16 is None:
         native_bf16 = cuda or cpu_has_native_bf16()
     if asked in _UNSUPPORTED:
-        raise ValueError(
+        raise ConfigError(
             f"trainer.precision={asked} is not supported: torchvision's detection ops (nms, "
             "roi_align) have no pure half-precision kernels. Use 16 (mixed) or bf16 (mixed)."
         )
@@ -130,7 +132,7 @@ def resolve_precision(
     elif asked in _BF16:
         chosen, why = "bf16-mixed", "bf16 autocast, float32 weights, no gradient scaler needed"
     else:
-        raise ValueError(f"Unknown trainer.precision={asked!r}; use auto, 32, 16 or bf16.")
+        raise ConfigError(f"Unknown trainer.precision={asked!r}; use auto, 32, 16 or bf16.")
     log.info("Precision: trainer.precision=%s on %s -> %s (%s).", asked, device, chosen, why)
     return chosen
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,14 +44,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mrcnn.data.categories import Categories
 from mrcnn.data.errors import DataError
 from mrcnn.data.images import IMAGE_EXTENSIONS, read_image
+from mrcnn.errors import UserError
 from mrcnn.evaluation.coco import detections_to_coco_results
-from mrcnn.inference import Inference, TorchRunner
 from mrcnn.io import write_json_atomically
-from mrcnn.model.checkpoint import CheckpointError, load_module
-from mrcnn.precision import resolve_device, resolve_precision
+from mrcnn.runner import checkpoint_inference, command
 from mrcnn.visualize import draw_prediction
 
 log = logging.getLogger(__name__)
@@ -61,7 +58,7 @@ PREDICTIONS_FILE = "predictions.json"
 IMAGES_FILE = "images.json"
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     """Bad input or output for ``predict``; the message says what to change."""
 
 
@@ -189,19 +186,8 @@ def predict(cfg: DictConfig) -> PredictSummary:
     names = drawn_names(files)
     image_ids = image_ids_for(files, cfg.get("image_ids_from"))
     output = prepare_output(cfg.output, files, names, bool(cfg.draw))
-    device = resolve_device(str(cfg.device))
-    try:  # a bad value fails now, not after loading the model
-        precision = resolve_precision(cfg.precision, device.type)
-    except ValueError as error:
-        raise PredictError(str(error)) from error
-
-    module = load_module(cfg.ckpt_path, map_location=device).eval()
-    categories: Categories = module.categories
-    inference = Inference(
-        TorchRunner(module.model, device, precision),
-        batch_size=int(cfg.batch_size),
-        score_threshold=score_threshold,
-        mask_threshold=mask_threshold,
+    inference, categories = checkpoint_inference(
+        cfg.ckpt_path, cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold
     )
     log.info(
         "Predicting %d image(s) from %s with %s (classes %s) on %s.",
@@ -209,7 +195,7 @@ def predict(cfg: DictConfig) -> PredictSummary:
         cfg.input,
         cfg.ckpt_path,
         list(categories.names),
-        device,
+        inference.backend.device,
     )
 
     loader = DataLoader(
@@ -297,12 +283,10 @@ def predict(cfg: DictConfig) -> PredictSummary:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@command("mrcnn.predict")
 def main(cfg: DictConfig) -> None:
-    try:
-        predict(cfg)
-    except (PredictError, CheckpointError, FileNotFoundError) as error:
-        print(f"mrcnn.predict: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+    """``python -m mrcnn.predict``."""
+    predict(cfg)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""mrcnn.inference: any runner gets the same batching, input scaling and postprocessing."""
+"""mrcnn.inference: any back end gets the same batching, input scaling and postprocessing."""
 
 import pytest
 import torch
@@ -8,8 +8,8 @@ from mrcnn.data.transforms import build_transforms
 from mrcnn.inference import Inference
 
 
-class RecordingRunner:
-    """A runner that is not a torch model: records its inputs, answers in bf16 like autocast."""
+class RecordingBackend:
+    """A back end that is not a torch model: records its inputs, answers in bf16 like autocast."""
 
     def __init__(self) -> None:
         self.calls: list[list[torch.Tensor]] = []
@@ -32,12 +32,12 @@ class RecordingRunner:
         return outputs
 
 
-def test_any_runner_gets_batches_of_float_images_scaled_as_in_training():
-    runner = RecordingRunner()
+def test_any_backend_gets_batches_of_float_images_scaled_as_in_training():
+    backend = RecordingBackend()
     images = [torch.randint(0, 256, (3, 20 + i, 30), dtype=torch.uint8) for i in range(5)]
-    detections = Inference(runner, batch_size=2)(images)
-    assert [len(call) for call in runner.calls] == [2, 2, 1]
-    seen = [image for call in runner.calls for image in call]
+    detections = Inference(backend, batch_size=2)(images)
+    assert [len(call) for call in backend.calls] == [2, 2, 1]
+    seen = [image for call in backend.calls for image in call]
     transform = build_transforms("none")
     for image, given in zip(images, seen, strict=True):
         assert given.dtype == torch.float32
@@ -52,7 +52,7 @@ def test_any_runner_gets_batches_of_float_images_scaled_as_in_training():
 
 
 def test_detections_come_back_float32_on_the_cpu_filtered_with_binary_masks():
-    inference = Inference(RecordingRunner(), score_threshold=0.5, mask_threshold=0.5)
+    inference = Inference(RecordingBackend(), score_threshold=0.5, mask_threshold=0.5)
     (detection,) = inference([torch.rand(3, 8, 6)])
     assert detection["scores"].dtype == detection["boxes"].dtype == torch.float32
     assert detection["scores"].tolist() == [0.5, 0.8984375]  # >= 0.5 kept (bf16 values)
@@ -64,6 +64,6 @@ def test_detections_come_back_float32_on_the_cpu_filtered_with_binary_masks():
     assert all(value.device.type == "cpu" for value in detection.values())
 
 
-def test_a_runner_that_loses_images_is_an_error():
+def test_a_backend_that_loses_images_is_an_error():
     with pytest.raises(ValueError, match="1 results for 2 images"):
-        Inference(lambda images: RecordingRunner()(images[:1]))([torch.rand(3, 4, 4)] * 2)
+        Inference(lambda images: RecordingBackend()(images[:1]))([torch.rand(3, 4, 4)] * 2)

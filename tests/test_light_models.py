@@ -100,7 +100,7 @@ def test_frozen_body_norm_with_a_local_detector_file(tmp_path):
     ("kwargs", "message"),
     [
         ({"returned_layers": [0, 1]}, "returned_layers"),
-        ({"head_norm": "layer"}, r"model\.norm=layer"),
+        ({"head_norm": "layer"}, r"model\.detector\.head_norm=layer"),
         ({"norm": "instance"}, r"backbone\.norm=instance"),
         ({"returned_layers": [2, 3], "anchor_sizes": [16, 32]}, "give three positive sizes"),
     ],
@@ -112,7 +112,7 @@ def test_bad_light_model_options_name_the_key(kwargs, message):
 
 def test_config_groups_reach_the_builder():
     cfg = compose_config(
-        ["backbone=resnet18", "backbone.returned_layers=[1,2,3]", "model.norm=group"]
+        ["backbone=resnet18", "backbone.returned_layers=[1,2,3]", "model.detector.head_norm=group"]
     )
     assert cfg.backbone.name == "resnet18" and list(cfg.backbone.returned_layers) == [1, 2, 3]
-    assert cfg.model.detector.head_norm == "group"  # model.norm feeds the builder's head_norm
+    assert cfg.model.detector.head_norm == "group"  # the builder's head_norm

@@ -19,6 +19,7 @@ from torch import nn
 import mrcnn.evaluate
 import mrcnn.inference
 import mrcnn.predict
+import mrcnn.runner
 from mrcnn.config import compose_config
 from mrcnn.data import ShapesDataset
 from mrcnn.data.images import read_image
@@ -166,7 +167,7 @@ def test_written_results_score_perfectly_against_the_ground_truth_they_came_from
     model = GroundTruthModel(dataset)
     loaded = SimpleNamespace(model=model, categories=dataset.categories)
     loaded.eval = lambda: loaded
-    monkeypatch.setattr(mrcnn.predict, "load_module", lambda path, map_location: loaded)
+    monkeypatch.setattr(mrcnn.runner, "load_module", lambda path, map_location: loaded)
     monkeypatch.setattr(mrcnn.inference, "detect", lambda model, images, precision: model(images))
 
     out = tmp_path / "out"

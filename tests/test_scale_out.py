@@ -22,7 +22,8 @@ from mrcnn.evaluate import evaluate
 from mrcnn.model.builder import build_maskrcnn
 from mrcnn.model.module import MaskRCNNModule
 from mrcnn.model.schedule import scaled_lr
-from mrcnn.train import lightning_starts_the_ranks, plain, resolve_ckpt_path, train
+from mrcnn.runner import lightning_starts_the_ranks, plain, resolve_ckpt_path
+from mrcnn.train import train
 
 REPO = Path(mrcnn.__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

@@ -141,6 +141,7 @@ def _module(on_nonfinite_loss):
     return MaskRCNNModule(
         categories=ShapesDataset(1).categories.to_dict(),
         backbone={"name": "resnet50"},
+        optimizer={"_target_": "torch.optim.SGD", "lr": 0.01},
         detector={"min_size": 64, "max_size": 64},
         scheduler=None,
         on_nonfinite_loss=on_nonfinite_loss,

@@ -1,8 +1,9 @@
 """`python -m mrcnn.data.check <data overrides>`: is this data set ready to train on?
 
 Builds the data sets exactly as training does (same config, same classes, same validation) and
-reads every item once: counts, a per-class histogram, and every problem. Exits 1 with one clear
-message per problem when the data cannot be trained on, 0 otherwise (warnings do not fail).
+reads every item once: counts, a per-class histogram, and every problem. Exits 1 (the status of
+every user error) with one clear message per problem when the data cannot be trained on, 0
+otherwise (warnings do not fail).
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from mrcnn.data.base import InstanceDataset
 from mrcnn.data.errors import DataError, SizeMismatchError, UnreadableFileError, listing
 from mrcnn.data.targets import CLIPPED_BOX, DEGENERATE_BOX, EMPTY_MASK
+from mrcnn.errors import EXIT_USER_ERROR, user_message
+from mrcnn.runner import build_datamodule, command, report_user_error, reportable_user_error
+
+COMMAND = "mrcnn.data.check"
 
 
 @dataclass
@@ -100,26 +104,31 @@ def render(report: Report, categories, max_messages: int = 20) -> str:
 
 
 def run(cfg: DictConfig) -> int:
-    """Build the configured data, scan it, print the report; the exit status (0 = trainable)."""
+    """Build the configured data, scan it, print the report; the exit status (0 = trainable).
+
+    Data that cannot even be loaded is reported as every command reports a user error
+    (:func:`mrcnn.runner.report_user_error`), with the same exit status.
+    """
     try:
-        datamodule = instantiate(cfg.data)
+        datamodule = build_datamodule(cfg)
     except Exception as error:  # Hydra wraps the data set's own error
-        cause = error
-        while not isinstance(cause, DataError) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        print(f"ERROR: the data cannot be loaded:\n{cause}")
-        return 1
+        cause = reportable_user_error(error)
+        if cause is None:
+            raise
+        report_user_error(COMMAND, f"the data cannot be loaded: {user_message(cause)}")
+        return EXIT_USER_ERROR
     categories = datamodule.categories
     splits = [("train", datamodule.train_source)]
     if datamodule.val_source is not None:
         splits.append(("val", datamodule.val_source))
     for name, dataset in splits:
         if not isinstance(dataset, InstanceDataset):
-            print(
-                f"ERROR: the {name} data set is a {type(dataset).__name__}; the check reads data "
-                "sets built on mrcnn.data.base.InstanceDataset (every format mrcnn ships)."
+            report_user_error(
+                COMMAND,
+                f"the {name} data set is a {type(dataset).__name__}; the check reads data sets "
+                "built on mrcnn.data.base.InstanceDataset (every format mrcnn ships).",
             )
-            return 1
+            return EXIT_USER_ERROR
     tiny, limit = int(cfg.get("tiny_mask_area", 16)), int(cfg.get("max_messages", 20))
     errors: list[str] = []
     for name, dataset in splits:
@@ -135,13 +144,15 @@ def run(cfg: DictConfig) -> int:
     if errors:
         print(f"\nFAILED: {len(errors)} problem(s) stop training on this data:")
         print(listing(errors, limit))
-        return 1
+        return EXIT_USER_ERROR
     print("\nOK: the data can be trained on.")
     return 0
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="check")
+@command(COMMAND)
 def main(cfg: DictConfig) -> None:
+    """``python -m mrcnn.data.check``."""
     sys.exit(run(cfg))
 
 

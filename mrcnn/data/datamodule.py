@@ -11,6 +11,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset
 
 from mrcnn.data.categories import Categories
+from mrcnn.data.errors import DataError
 from mrcnn.data.sampler import (
     EpochBatchSampler,
     EpochShuffle,
@@ -19,6 +20,7 @@ from mrcnn.data.sampler import (
 )
 from mrcnn.data.transforms import build_transforms
 from mrcnn.data.wrappers import CompactSubset, TransformedDataset
+from mrcnn.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +36,10 @@ def collate(samples: list[tuple[torch.Tensor, dict[str, Any]]]) -> Batch:
 def split_indices(num_items: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """A deterministic train/val split of ``range(num_items)`` (same seed, same split)."""
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+        raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
     num_val = max(1, round(num_items * val_fraction))
     if num_val >= num_items:
-        raise ValueError(
+        raise DataError(
             f"Cannot split {num_items} images with val_fraction={val_fraction}: nothing would "
             "be left for training. Give a separate validation set or more images."
         )
@@ -120,7 +122,7 @@ class DetectionDataModule(L.LightningDataModule):
                 self.split_seed,
             )
         elif val.categories != self.categories:
-            raise ValueError(
+            raise DataError(
                 "The training and validation sets have different categories:\n"
                 f"  train: {self.categories.names}\n  val:   {val.categories.names}\n"
                 "Both must come from the same category list (same names, same ids)."

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from mrcnn.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Input data that cannot be used as it is (missing file, bad json, mismatched mask...)."""
 
 

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from mrcnn.data.base import InstanceDataset, RawSample
 from mrcnn.data.categories import Categories
+from mrcnn.errors import ConfigError
 
 SHAPES = ("circle", "square", "triangle")
 
@@ -33,7 +34,7 @@ class ShapesDataset(InstanceDataset):
         seed: int = 0,
     ) -> None:
         if num_images < 1:
-            raise ValueError(f"num_images must be at least 1, got {num_images}.")
+            raise ConfigError(f"num_images must be at least 1, got {num_images}.")
         self.num_images = num_images
         self.image_size = image_size
         self.size_jitter = size_jitter

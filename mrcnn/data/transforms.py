@@ -30,6 +30,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from mrcnn.data.targets import boxes_from_masks
+from mrcnn.errors import ConfigError
 
 PRESETS = ("none", "hflip", "multiscale", "lsj")
 MULTISCALE_RANGE = (0.5, 1.5)
@@ -112,7 +113,9 @@ def _augmentations(preset: str, image_size: int, max_image_size: int) -> list[Ca
             ScaleCropPad(image_size, max_image_size, LSJ_RANGE, square=True),
             BoxesFromMasks(),
         ]
-    raise ValueError(f"Unknown augmentation preset {preset!r}; choose one of {list(PRESETS)}.")
+    raise ConfigError(
+        f"Unknown augmentation preset {preset!r} (data.augment); choose one of {list(PRESETS)}."
+    )
 
 
 def build_transforms(

@@ -38,7 +38,9 @@ from torch.utils.data import Dataset
 
 from mrcnn.data.categories import Categories
 from mrcnn.data.coco import CocoDataset, load_json
+from mrcnn.data.errors import DataError
 from mrcnn.data.wrappers import unwrap_dataset
+from mrcnn.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ STAT_NAMES = (
 BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError, ValueError):
     """A COCO results list (or file) that cannot be evaluated against the ground truth."""
 
 
@@ -167,7 +169,7 @@ def ground_truth_for(source: GroundTruthSource, categories: Categories | None = 
 
 def _checked_ground_truth(data: Any, source: str) -> dict:
     if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
-        raise ValueError(
+        raise DataError(
             f"{source}: COCO ground truth needs 'images', 'annotations' and 'categories' lists."
         )
     return data
@@ -315,7 +317,7 @@ def check_results(results: list[dict], ground_truth: dict, source: str = "result
 def resolve_backend(backend: str = "auto") -> str:
     """``faster_coco_eval`` where installed (identical numbers, 2-3x faster), else pycocotools."""
     if backend not in BACKENDS:
-        raise ValueError(f"Unknown COCO backend {backend!r}; choose one of {list(BACKENDS)}.")
+        raise ConfigError(f"Unknown COCO backend {backend!r}; choose one of {list(BACKENDS)}.")
     if backend == "auto":
         try:
             import faster_coco_eval  # noqa: F401

@@ -38,7 +38,14 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from mrcnn.errors import ConfigError, UserError
+
 log = logging.getLogger(__name__)
+
+
+class WeightsError(UserError, RuntimeError):
+    """Pretrained weights that cannot be fetched, read or loaded into this architecture."""
+
 
 # name -> (ResNet constructor, its ImageNet weights enum, COCO Mask R-CNN weights enum or None)
 BACKBONES: dict[str, tuple[Any, Any, Any]] = {
@@ -123,21 +130,21 @@ def build_maskrcnn(
     in the FPN and heads, a 4-conv box head, a 2-conv RPN head), so its COCO weights fit.
     """
     if name not in BACKBONES:
-        raise ValueError(f"Unknown backbone {name!r}; choose one of {sorted(BACKBONES)}.")
+        raise ConfigError(f"Unknown backbone {name!r}; choose one of {sorted(BACKBONES)}.")
     if num_classes < 2:
-        raise ValueError(
+        raise ConfigError(
             f"num_classes={num_classes}: Mask R-CNN needs background plus at least one class "
             "(num_classes >= 2). It is derived from the data set's categories."
         )
     resnet, imagenet_enum, detector_enum = BACKBONES[name]
     if weights is not None and detector_enum is None:
-        raise ValueError(
+        raise ConfigError(
             f"backbone={name} has no COCO-trained Mask R-CNN in torchvision. Use "
             f"backbone.weights_backbone=DEFAULT for an ImageNet {name}, or backbone.weights_path "
             "for a detector you trained yourself."
         )
     if weights is not None and weights_path is not None:
-        raise ValueError("Give either backbone.weights or backbone.weights_path, not both.")
+        raise ConfigError("Give either backbone.weights or backbone.weights_path, not both.")
     v2 = name.endswith("_v2")
     if v2:
         head_norm, box_head_convs, rpn_conv_depth = "batch", 4, 2
@@ -146,11 +153,11 @@ def build_maskrcnn(
         v2 or (head_norm, box_head_convs, rpn_conv_depth) == ("none", 0, 1)
     )
     if (weights or weights_path) and not (torchvision_heads and returned_layers == [1, 2, 3, 4]):
-        raise ValueError(
+        raise ConfigError(
             f"model.detector.head_channels={head_channels} / box_head_size={box_head_size} / "
-            f"model.norm={head_norm} / backbone.returned_layers={returned_layers}: detector "
-            "weights (backbone.weights / weights_path) fit torchvision's architecture only. "
-            "Use model=fast or model=default with them, or backbone.weights_backbone for an "
+            f"model.detector.head_norm={head_norm} / backbone.returned_layers={returned_layers}: "
+            "detector weights (backbone.weights / weights_path) fit torchvision's architecture "
+            "only. Use model=fast or model=default with them, or backbone.weights_backbone for an "
             "ImageNet ResNet under other heads."
         )
     detector_weights = detector_enum.verify(weights) if weights is not None else None
@@ -166,7 +173,7 @@ def build_maskrcnn(
         weights=backbone_weights if load_weights else None,
         norm_layer=_body_norm(norm, pretrained, v2),
     )
-    head_norm_layer = _norm_layer(head_norm, "model.norm")
+    head_norm_layer = _norm_layer(head_norm, "model.detector.head_norm")
     backbone = _resnet_fpn_extractor(
         body, trainable_layers, returned_layers, norm_layer=head_norm_layer
     )
@@ -217,7 +224,7 @@ def build_maskrcnn(
 def _returned_layers(layers: Sequence[int] | None) -> list[int]:
     layers = [1, 2, 3, 4] if layers is None else sorted(int(layer) for layer in layers)
     if not layers or layers[0] < 1 or layers[-1] > 4 or len(set(layers)) != len(layers):
-        raise ValueError(
+        raise ConfigError(
             f"backbone.returned_layers={layers}: name distinct ResNet stages from 1 to 4, e.g. "
             "[1, 2, 3] (torchvision: [1, 2, 3, 4])."
         )
@@ -241,7 +248,7 @@ NORMS: dict[str, Callable[[int], nn.Module] | None] = {
 
 def _norm_layer(norm: str | None, key: str) -> Callable[[int], nn.Module] | None:
     if str(norm).lower() not in NORMS:
-        raise ValueError(f"{key}={norm}: choose one of {sorted(NORMS)}.")
+        raise ConfigError(f"{key}={norm}: choose one of {sorted(NORMS)}.")
     return NORMS[str(norm).lower()]
 
 
@@ -253,7 +260,7 @@ def _body_norm(norm: str | None, pretrained: bool, v2: bool) -> Callable[[int], 
         return FrozenBatchNorm2d if pretrained and not v2 else nn.BatchNorm2d
     if norm == "frozen":
         if not pretrained:
-            raise ValueError(
+            raise ConfigError(
                 "backbone.norm=frozen needs pretrained weights (backbone.weights, "
                 "weights_backbone or weights_path): frozen BatchNorm with random statistics "
                 "gives NaN losses. Use backbone.norm=batch or group from scratch."
@@ -261,7 +268,7 @@ def _body_norm(norm: str | None, pretrained: bool, v2: bool) -> Callable[[int], 
         return FrozenBatchNorm2d
     layer = _norm_layer(norm, "backbone.norm")
     if layer is None:
-        raise ValueError(f"backbone.norm={norm}: choose batch, group or frozen.")
+        raise ConfigError(f"backbone.norm={norm}: choose batch, group or frozen.")
     return layer
 
 
@@ -273,7 +280,7 @@ def _anchor_generator(sizes: Sequence[int] | None, levels: int) -> AnchorGenerat
     sizes = [32 * 2**level for level in range(levels)] if sizes is None else list(sizes)
     sizes = [int(size) for size in sizes]
     if len(sizes) < levels or any(size <= 0 for size in sizes):
-        raise ValueError(
+        raise ConfigError(
             f"model.detector.anchor_sizes={sizes}: give {_COUNTS.get(levels, levels)} positive "
             "sizes in pixels, one per FPN level from the finest to the coarsest (torchvision: "
             "[32, 64, 128, 256, 512]; backbone.returned_layers=[1, 2, 3] has four levels)."
@@ -283,7 +290,7 @@ def _anchor_generator(sizes: Sequence[int] | None, levels: int) -> AnchorGenerat
 
 def _trainable_layers(pretrained: bool, requested: int | None) -> int:
     if requested is not None and not 0 <= requested <= 5:
-        raise ValueError(f"trainable_backbone_layers must be 0..5, got {requested}.")
+        raise ConfigError(f"trainable_backbone_layers must be 0..5, got {requested}.")
     if not pretrained:
         if requested is not None and requested != 5:
             log.warning(
@@ -300,7 +307,7 @@ def _download(weights: Any) -> dict[str, torch.Tensor]:
     try:
         return weights.get_state_dict(progress=True, check_hash=True)
     except (urllib.error.URLError, OSError) as error:
-        raise RuntimeError(
+        raise WeightsError(
             f"Could not download {weights} ({weights.url}): {error}. On a machine without "
             f"internet, download that file elsewhere, copy it here and pass "
             f"backbone.weights_path=/path/to/{Path(weights.url).name} backbone.weights=null."
@@ -318,7 +325,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise RuntimeError(
+        raise WeightsError(
             f"{path} is not a loadable weights file (read with weights_only=True): {error}"
         ) from error
     if isinstance(data, dict) and "state_dict" in data:  # Lightning checkpoint
@@ -328,7 +335,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             if key.startswith("model.")
         }
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise RuntimeError(f"{path} does not hold a state dict of tensors.")
+        raise WeightsError(f"{path} does not hold a state dict of tensors.")
     return data
 
 
@@ -350,7 +357,7 @@ def load_detector_weights(
     missing, unexpected = model.load_state_dict(loadable, strict=False)
     missing = [key for key in missing if key not in replaced]
     if missing or unexpected:
-        raise RuntimeError(
+        raise WeightsError(
             f"Weights from {source} do not fit backbone architecture: missing {missing[:5]}"
             f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''}. Check that backbone.name matches the file."

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mrcnn.data.categories import Categories
+from mrcnn.errors import UserError
 from mrcnn.model.module import MaskRCNNModule
 
 log = logging.getLogger(__name__)
@@ -23,11 +24,11 @@ log = logging.getLogger(__name__)
 REQUIRED_HPARAMS = ("categories", "backbone")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a usable ``mrcnn`` checkpoint; the message says what it is instead."""
 
 
-class ClassesMismatchError(ValueError):
+class ClassesMismatchError(UserError, ValueError):
     """The checkpoint's classes differ from the data's: its labels would mean other things."""
 
 

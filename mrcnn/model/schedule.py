@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
+import lightning as L
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+
+from mrcnn.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def lr_factor(
@@ -47,7 +53,9 @@ def lr_factor(
         return warm * max(1 - max(step - warmup_steps, 0) / span, 0.0)
     if decay == "constant":
         return warm
-    raise ValueError(f"Unknown decay {decay!r}; choose linear, multistep, cosine or constant.")
+    raise ConfigError(
+        f"Unknown decay {decay!r} (scheduler.decay); choose linear, multistep, cosine or constant."
+    )
 
 
 def warmup_schedule(optimizer: Optimizer, total_steps: int, **schedule: float | str) -> LambdaLR:
@@ -72,8 +80,37 @@ def scaled_lr(
         ("lr_reference_batch", reference_batch),
     ):
         if value < 1:
-            raise ValueError(f"{name} must be at least 1 for the learning-rate rule, got {value}.")
+            raise ConfigError(f"{name} must be at least 1 for the learning-rate rule, got {value}.")
     return lr * per_device_batch * world_size * accumulate / reference_batch
+
+
+def lr_for_run(lr: float, reference_batch: int, trainer: L.Trainer) -> float:
+    """``lr`` scaled from ``reference_batch`` images to the trainer's global batch, logged once.
+
+    The per-device batch is the datamodule's ``batch_size`` (mrcnn's DetectionDataModule).
+    """
+    per_device = getattr(trainer.datamodule, "batch_size", None)
+    if per_device is None:
+        raise ConfigError(
+            "lr_reference_batch needs the per-device batch size: fit with a datamodule that "
+            "has `batch_size` (mrcnn's DetectionDataModule), or set lr_reference_batch=null."
+        )
+    world, accumulate = trainer.world_size, trainer.accumulate_grad_batches
+    lr_used = scaled_lr(lr, per_device, world, accumulate, reference_batch)
+    if trainer.is_global_zero:
+        log.info(
+            "Learning rate: optimizer.lr=%g is for %d images per step; this run steps on %d "
+            "(data.batch_size=%d x %d devices x %d nodes x accumulate_grad_batches=%d) -> lr %g.",
+            lr,
+            reference_batch,
+            per_device * world * accumulate,
+            per_device,
+            trainer.num_devices,
+            trainer.num_nodes,
+            accumulate,
+            lr_used,
+        )
+    return lr_used
 
 
 def parameter_groups(model: nn.Module, decay_norm_and_bias: bool = True) -> list[dict]:

@@ -27,7 +27,8 @@ QUICK = [
 
 def _check(capsys, overrides):
     status = run(compose_config(overrides, config_name="check"))
-    return status, capsys.readouterr().out
+    printed = capsys.readouterr()  # the report on stdout, a user error on stderr
+    return status, printed.out + printed.err
 
 
 def test_check_pennfudan(capsys, data_dir):

@@ -138,10 +138,17 @@ def test_command_line_errors_are_one_clear_line(tmp_path):
     text = tmp_path / "model.ckpt"
     text.write_text("not a checkpoint\n")
     done = run_evaluate(f"ckpt_path={text}", *EVAL_DATA, cwd=tmp_path)
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "error: " in done.stderr and "is a text file" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_command_line_reports_a_class_mismatch_in_one_message(tmp_path, checkpoint, coco_dir):
+    done = run_evaluate(*coco_overrides(coco_dir), f"ckpt_path={checkpoint}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "mrcnn.evaluate: error: The checkpoint's classes do not match" in done.stderr
+    assert "Traceback" not in done.stderr and "only in checkpoint" in done.stderr
 
 
 def test_exactly_one_source_is_required(tmp_path):

@@ -1,0 +1,30 @@
+"""Lightning callbacks: every side concern of a training run, each in its own small class.
+
+The LightningModule is the model, its losses and its optimizer; what happens around it lives
+here. The configs name some (``conf/callbacks/``: checkpoints, the progress log); the runner adds
+the ones a run is not correct without (:func:`mrcnn.runner.build_trainer`): the resume state,
+the validation RNG guard, the empty-epoch check, validation metrics and image panels.
+"""
+
+from mrcnn.callbacks.checkpoint import ModelCheckpoint, RunState, saved_overrides
+from mrcnn.callbacks.progress import ProgressLog, stdout_is_terminal
+from mrcnn.callbacks.training import EmptyEpochCheck
+from mrcnn.callbacks.validation import (
+    CocoMetrics,
+    ImagePanels,
+    ValidatedStep,
+    ValidationRandomStateGuard,
+)
+
+__all__ = [
+    "CocoMetrics",
+    "EmptyEpochCheck",
+    "ImagePanels",
+    "ModelCheckpoint",
+    "ProgressLog",
+    "RunState",
+    "ValidatedStep",
+    "ValidationRandomStateGuard",
+    "saved_overrides",
+    "stdout_is_terminal",
+]

@@ -1,0 +1,138 @@
+"""What happens around validation: COCO metrics, image panels, the random-state guard, and the
+step of the last validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+
+from mrcnn.evaluation.evaluator import CocoEvaluator
+from mrcnn.visualize import draw_prediction, draw_target, panel_grid, side_by_side
+
+
+class CocoMetrics(Callback):
+    """COCO box and mask AP of every validation, logged as ``val/bbox_AP``, ``val/segm_AP``, ...
+
+    The evaluator (and its ground truth, built once from the validation set) is handed in; the
+    module's ``validation_step`` returns its detections, which are scored here.
+    """
+
+    def __init__(self, evaluator: CocoEvaluator) -> None:
+        self.evaluator = evaluator
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pl_module.detect_in_validation = True
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluator.reset()
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if outputs is not None:
+            self.evaluator.update(outputs, [target["image_id"] for target in batch[1]])
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = self.evaluator.compute()
+        # COCOeval reports -1 where a stat is undefined (no ground truth of that size range);
+        # on a curve it would read as a real value, so it is left out.
+        defined = {f"val/{name}": value for name, value in metrics.items() if value >= 0}
+        if defined:
+            pl_module.log_dict(defined, sync_dist=True)  # the same on every rank: no change
+
+
+class ImagePanels(Callback):
+    """The first ``count`` validation images, ground truth beside the detections, in
+    TensorBoard as ``val/ground_truth_vs_prediction`` at every validation.
+
+    The validation loader is not shuffled, so they are the same images every time.
+    """
+
+    def __init__(self, count: int, score_threshold: float, mask_threshold: float) -> None:
+        self.count = count
+        self.score_threshold = score_threshold
+        self.mask_threshold = mask_threshold
+        self._panels: list[Tensor] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pl_module.detect_in_validation = True
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._panels = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if outputs is None:
+            return
+        categories = pl_module.categories
+        for image, target, detection in zip(*batch, outputs, strict=True):
+            if len(self._panels) >= self.count:
+                return
+            prediction = draw_prediction(
+                image, detection, categories, self.score_threshold, self.mask_threshold
+            )
+            self._panels.append(side_by_side(draw_target(image, target, categories), prediction))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self._panels:
+            return
+        grid = panel_grid(self._panels, columns=1)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(
+                    "val/ground_truth_vs_prediction", grid, trainer.global_step
+                )
+
+
+class ValidationRandomStateGuard(Callback):
+    """Validation samples RoIs for its losses; it must not move the training's random stream,
+    or a resumed run (or one validating at other steps) would train differently."""
+
+    def __init__(self) -> None:
+        self._saved: tuple[Tensor, Tensor | None] | None = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        device = pl_module.device
+        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        self._saved = (torch.get_rng_state(), cuda)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._saved is None:
+            return
+        cpu, cuda = self._saved
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, pl_module.device)
+        self._saved = None
+
+
+class ValidatedStep(Callback):
+    """The optimizer step of the last validation (-1: none yet), so that a run can validate its
+    final weights when the last step was not validated."""
+
+    def __init__(self) -> None:
+        self.step = -1
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.step = trainer.global_step

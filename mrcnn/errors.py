@@ -1,0 +1,49 @@
+"""User errors: what every mrcnn command reports as one message, without a traceback.
+
+A :class:`UserError` is a problem the user can fix (a missing or unreadable file, malformed
+annotations, a bad config value, a non-finite loss, classes that do not match), and its message
+says which file, annotation or config key, and the fix. Library code raises them; the commands
+turn them into one line on stderr and :data:`EXIT_USER_ERROR` (:func:`mrcnn.runner.command`).
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from omegaconf.errors import MissingMandatoryValue
+
+# The exit status of every command for a user error: Hydra's own config errors (an unknown
+# group option, a malformed override) exit with 1 too, so one status covers every such mistake.
+EXIT_USER_ERROR = 1
+
+
+class UserError(Exception):
+    """A problem in the user's input or config; the message names it and says the fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work; the message names the key and the values that do."""
+
+
+def find_user_error(error: BaseException) -> BaseException | None:
+    """The user error behind ``error``, if any, following ``raise ... from`` and the exceptions
+    other libraries wrap around it (Hydra's ``InstantiationException``, Lightning's re-raise).
+
+    A missing file (``FileNotFoundError``) and a required config value left unset (``???``)
+    count as user errors too.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, UserError | FileNotFoundError | MissingMandatoryValue):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def user_message(error: BaseException) -> str:
+    """The text shown for a user error: its own message, with the fix for an unset value."""
+    if isinstance(error, MissingMandatoryValue):
+        key = getattr(error, "full_key", None) or "a required value"
+        return f"The config key {key} has no value (???): set it on the command line, {key}=..."
+    return str(error)
