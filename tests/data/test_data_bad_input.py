@@ -279,6 +279,22 @@ def test_labelme_broken_json_and_unknown_label(tmp_path):
         LabelMeDataset(root)
 
 
+def test_labelme_odd_shapes_are_named_or_skipped(tmp_path):
+    from converters import coco_items, write_labelme
+
+    items, names = coco_items(*small_coco(tmp_path / "coco"))
+    root = write_labelme(tmp_path / "labelme", items, names)
+    data = json.loads((root / "a.json").read_text())
+    data["shapes"] += [{"label": "cat", "points": [[1, 2]], "shape_type": "mask"}]
+    (root / "a.json").write_text(json.dumps(data))
+    dataset = LabelMeDataset(root)  # a LabelMe 5 mask shape: no polygon, skipped and counted
+    assert dataset.skipped == {"mask": 1} and dataset.num_instances == 2
+    data["shapes"].append("cat")  # not a shape at all: the 5th
+    (root / "a.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"a\.json shape 5: needs a 'label' and 'points'"):
+        LabelMeDataset(root)
+
+
 def test_labelme_image_size_differs_from_json(tmp_path):
     from converters import coco_items, write_labelme
 
