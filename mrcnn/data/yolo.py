@@ -133,14 +133,12 @@ class YoloDataset(InstanceDataset):
     ) -> None:
         self.data_yaml = Path(root) / config_file
         self.split = split
-        spec = read_data_yaml(self.data_yaml)
+        self.spec = spec = read_data_yaml(self.data_yaml)
         names = spec["names"]
         try:
             pairs = sorted((int(k), v) for k, v in names.items()) if isinstance(names, dict) else []
-            self.categories = Categories(
-                names=tuple(v for _, v in pairs) if pairs else tuple(names),
-                dataset_ids=tuple(k for k, _ in pairs) if pairs else tuple(range(len(names))),
-            )
+            pairs = pairs or list(enumerate(names))
+            self.categories = Categories(tuple(v for _, v in pairs), tuple(k for k, _ in pairs))
         except ValueError as error:
             raise DataError(
                 f"{self.data_yaml}: bad names ({error}); give a list of class names or a dict "
@@ -267,7 +265,7 @@ def yolo_datamodule(
     ``val_split``; without one, or when it is the training split itself (coco128's yaml), a
     ``val_fraction`` of the training images is held out."""
     train = YoloDataset(root, train_split, config_file, image_extensions)
-    spec = read_data_yaml(train.data_yaml)
+    spec = train.spec
     val = None
     if val_split and spec.get(val_split) and spec[val_split] != spec.get(train_split):
         val = YoloDataset(root, val_split, config_file, image_extensions)
