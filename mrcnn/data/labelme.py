@@ -61,19 +61,19 @@ def image_of(data: dict[str, Any], path: Path) -> tuple[Path, bytes | None]:
 def shape_polygon(shape: dict[str, Any]) -> list[float] | None:
     """The pixel polygon ``[x1, y1, ...]`` of a shape with an area; None for lines and points."""
     kind = shape.get("shape_type") or "polygon"
+    if kind not in ("polygon", "rectangle", "circle"):
+        return None
     points = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
     if kind == "polygon":
         return points.ravel().tolist()
     if kind == "rectangle":  # two opposite corners
         (x1, y1), (x2, y2) = points.min(axis=0), points.max(axis=0)
         return [x1, y1, x2, y1, x2, y2, x1, y2]
-    if kind == "circle":  # the centre and a point on the circle
-        (cx, cy), (px, py) = points[0], points[1]
-        radius = math.hypot(px - cx, py - cy)
-        angles = np.linspace(0, 2 * math.pi, max(16, math.ceil(math.pi * radius)), endpoint=False)
-        corners = np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], axis=1)
-        return corners.ravel().tolist()
-    return None
+    (cx, cy), (px, py) = points[0], points[1]  # a circle: its centre and a point on it
+    radius = math.hypot(px - cx, py - cy)
+    angles = np.linspace(0, 2 * math.pi, max(16, math.ceil(math.pi * radius)), endpoint=False)
+    corners = np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], axis=1)
+    return corners.ravel().tolist()
 
 
 def group_shapes(data: dict[str, Any], path: Path) -> tuple[list[Group], Counter, list[str]]:
@@ -84,7 +84,7 @@ def group_shapes(data: dict[str, Any], path: Path) -> tuple[list[Group], Counter
     for number, shape in enumerate(data["shapes"], start=1):
         try:
             label, polygon = str(shape["label"]), shape_polygon(shape)
-        except (KeyError, TypeError, ValueError, IndexError):
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError):
             problems.append(
                 f"{path} shape {number}: needs a 'label' and 'points' [[x, y], ...] (a circle: "
                 "its centre and a point on it); fix or delete the shape in LabelMe"

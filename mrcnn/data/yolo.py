@@ -37,10 +37,12 @@ Instance = tuple[int, list[float]]  # (class id, normalised polygon x1 y1 x2 y2 
 def read_data_yaml(path: Path) -> dict[str, Any]:
     """The parsed ``data.yaml``, with a clear error when it is missing or has no ``names``."""
     if not path.is_file():
+        others = sorted(p.name for p in path.parent.glob("*.y*ml")) if path.parent.is_dir() else []
+        hint = f" ({path.parent} holds {', '.join(others)})" if others else ""
         raise DataError(
             f"YOLO data set file {path} does not exist. Set data.root to the folder holding "
             "Ultralytics' data.yaml (with 'names' and the 'train'/'val' splits), or "
-            "data.config_file to its name."
+            f"data.config_file to its name{hint}."
         )
     try:
         spec = yaml.safe_load(path.read_text())
@@ -77,11 +79,15 @@ def parse_labels(path: Path, class_ids: set[int]) -> tuple[list[Instance], list[
         if not fields:
             continue
         where = f"{path} line {number}"
-        try:
-            class_id, coords = int(fields[0]), [float(v) for v in fields[1:]]
+        try:  # all numbers, as Ultralytics reads them ("0.0" is class 0)
+            values = np.array(fields, dtype=np.float64)
         except ValueError:
+            values = np.array([np.nan])
+        if not np.isfinite(values).all():
             problems.append(f"{where}: {line.strip()[:60]!r} is not 'class x1 y1 x2 y2 ...'")
             continue
+        class_id, coords = values[0], values[1:].tolist()
+        class_id = int(class_id) if class_id.is_integer() else float(class_id)
         if class_id not in class_ids:
             problems.append(
                 f"{where}: class id {class_id} is not in data.yaml's names (ids "
@@ -114,7 +120,8 @@ class YoloDataset(InstanceDataset):
         root: folder holding the data set file.
         split: the key in the data set file naming this split's images (``train``, ``val``).
         config_file: the data set file, relative to root.
-        image_extensions: image file endings looked for in split folders (case-insensitive).
+        image_extensions: image file endings looked for in split folders (case-insensitive);
+            None: every ending mrcnn reads (:data:`~mrcnn.data.images.IMAGE_EXTENSIONS`).
     """
 
     def __init__(
@@ -122,32 +129,38 @@ class YoloDataset(InstanceDataset):
         root: str | Path,
         split: str = "train",
         config_file: str = "data.yaml",
-        image_extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        image_extensions: Sequence[str] | None = None,
     ) -> None:
         self.data_yaml = Path(root) / config_file
         self.split = split
-        spec = read_data_yaml(self.data_yaml)
+        self.spec = spec = read_data_yaml(self.data_yaml)
         names = spec["names"]
         try:
             pairs = sorted((int(k), v) for k, v in names.items()) if isinstance(names, dict) else []
-            self.categories = Categories(
-                names=tuple(v for _, v in pairs) if pairs else tuple(names),
-                dataset_ids=tuple(k for k, _ in pairs) if pairs else tuple(range(len(names))),
-            )
+            pairs = pairs or list(enumerate(names))
+            self.categories = Categories(tuple(v for _, v in pairs), tuple(k for k, _ in pairs))
         except ValueError as error:
             raise DataError(
                 f"{self.data_yaml}: bad names ({error}); give a list of class names or a dict "
                 "of integer class ids to names."
             ) from None
-        images = self._split_images(spec, normalise_extensions(image_extensions))
+        extensions = normalise_extensions(image_extensions or IMAGE_EXTENSIONS)
+        images = self._split_images(spec, extensions)
         self._images = np.array([str(p) for p in images])
         known, problems = set(self.categories.dataset_ids), []
-        self.num_instances = self.num_empty = 0
+        self.num_instances = self.num_empty = self.num_unlabelled = 0
         for image in images:
             instances, bad = parse_labels(label_path(image), known)
             problems += bad
             self.num_instances += len(instances)
             self.num_empty += not instances
+            self.num_unlabelled += not label_path(image).is_file()
+        if self.num_unlabelled == len(images):
+            raise DataError(
+                f"{self.data_yaml} ({split}): none of its {len(images)} images has a label file "
+                f"(that of {images[0]} would be {label_path(images[0])}). Put the labels in a "
+                "'labels' folder beside 'images', with the same sub-folders, as Ultralytics does."
+            )
         if problems:
             raise DataError(
                 f"{self.data_yaml} ({split}): {len(problems)} problem(s) in label files; fix or "
@@ -172,19 +185,29 @@ class YoloDataset(InstanceDataset):
                 f"images/{self.split}' (a folder of images relative to path) to it."
             )
         images: list[Path] = []
+        missing: list[str] = []
         for item in entry if isinstance(entry, list) else [entry]:
             path = base / str(item)
             if path.is_dir():
                 found = (p for p in path.rglob("*") if p.suffix.lower() in extensions)
                 images += sorted(p for p in found if p.is_file())
             elif path.is_file() and path.suffix == ".txt":
-                lines = (line.strip() for line in path.read_text().splitlines())
-                images += [path.parent / line for line in lines if line]
+                for number, line in enumerate(path.read_text().splitlines(), start=1):
+                    if line.strip():
+                        images.append(path.parent / line.strip())
+                        if not images[-1].is_file():
+                            missing.append(f"{path} line {number}: {images[-1]}")
             else:
                 raise DataError(
                     f"{self.data_yaml}: the '{self.split}' split {path} is neither a folder nor a "
                     "file listing images. Fix the split or 'path' (paths are relative to it)."
                 )
+        if missing:
+            raise DataError(
+                f"{self.data_yaml}: {len(missing)} image(s) of the '{self.split}' split do not "
+                "exist (paths in a list file are relative to it); add the images or remove "
+                f"these lines:\n{listing(missing)}"
+            )
         if not images:
             raise DataError(
                 f"{self.data_yaml}: no images in the '{self.split}' split {entry!r} (extensions "
@@ -207,6 +230,14 @@ class YoloDataset(InstanceDataset):
             f"objects), {self.num_instances} instances of {len(self.categories.names)} classes"
         )
 
+    def annotation_warnings(self) -> list[str]:
+        if not self.num_unlabelled:
+            return []
+        return [
+            f"{self.num_unlabelled} image(s) have no label file and train as negatives (the "
+            "labels of images/<split>/a.jpg are labels/<split>/a.txt)"
+        ]
+
     def load_raw(self, index: int) -> RawSample:
         path = Path(str(self._images[index]))
         image = read_image(path, self.source(index))
@@ -227,14 +258,14 @@ def yolo_datamodule(
     config_file: str = "data.yaml",
     train_split: str = "train",
     val_split: str | None = "val",
-    image_extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    image_extensions: Sequence[str] | None = None,
     **datamodule: Any,
 ) -> DetectionDataModule:
     """A DetectionDataModule over a YOLO data set (``data=yolo``). Validation is the data set's
     ``val_split``; without one, or when it is the training split itself (coco128's yaml), a
     ``val_fraction`` of the training images is held out."""
     train = YoloDataset(root, train_split, config_file, image_extensions)
-    spec = read_data_yaml(train.data_yaml)
+    spec = train.spec
     val = None
     if val_split and spec.get(val_split) and spec[val_split] != spec.get(train_split):
         val = YoloDataset(root, val_split, config_file, image_extensions)

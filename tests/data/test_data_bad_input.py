@@ -203,6 +203,47 @@ def test_yolo_bad_label_line_names_file_and_line(tmp_path, line, message):
         YoloDataset(root)
 
 
+def test_yolo_data_yaml_under_another_name_is_suggested(tmp_path):
+    root = _yolo(tmp_path)
+    (root / "data.yaml").rename(root / "coco8-seg.yaml")
+    with pytest.raises(DataError, match=r"data\.config_file to its name \(.*yolo holds coco8-seg"):
+        YoloDataset(root)
+    assert len(YoloDataset(root, config_file="coco8-seg.yaml")) == 2
+
+
+def test_yolo_number_formats_as_ultralytics_reads_them(tmp_path):
+    root = _yolo(tmp_path)
+    labels = root / "labels" / "train" / "a.txt"
+    labels.write_text(labels.read_text() + "1.0 0.1 0.1 0.5 0.1 0.5 0.5\n")
+    assert YoloDataset(root).num_instances == 3  # "1.0" is class 1
+    labels.write_text(labels.read_text() + "1 nan 0.1 0.5 0.1 0.5 0.5\n")
+    with pytest.raises(DataError, match=r"a\.txt line 4: '1 nan 0\.1 .*' is not 'class x1"):
+        YoloDataset(root)
+
+
+def test_yolo_image_listed_in_a_split_file_but_missing(tmp_path):
+    root = _yolo(tmp_path)
+    (root / "train.txt").write_text("images/train/a.png\n\n./images/train/gone.png\n")
+    spec = (root / "data.yaml").read_text().replace("train: images/train", "train: train.txt")
+    (root / "data.yaml").write_text(spec)
+    with pytest.raises(DataError) as error:
+        YoloDataset(root)
+    message = str(error.value)
+    assert "1 image(s) of the 'train' split do not exist" in message
+    assert re.search(r"yolo/train\.txt line 3: .*yolo/images/train/gone\.png", message)
+
+
+def test_yolo_labels_not_where_ultralytics_looks(tmp_path):
+    root = _yolo(tmp_path)
+    (root / "labels").rename(root / "annotations")
+    with pytest.raises(
+        DataError,
+        match=r"none of its 2 images has a label file \(that of .*a\.png "
+        r"would be .*yolo/labels/train/a\.txt\)",
+    ):
+        YoloDataset(root)
+
+
 def test_yolo_missing_split(tmp_path):
     root = _yolo(tmp_path)
     with pytest.raises(DataError, match=r"data\.yaml has no 'val' split; add 'val: images/val'"):
@@ -235,6 +276,22 @@ def test_labelme_broken_json_and_unknown_label(tmp_path):
         LabelMeDataset(root)
     (root / "b.json").write_text('{"version": "5"}')
     with pytest.raises(DataError, match=r"b\.json is not a LabelMe json \(no 'shapes' list\)"):
+        LabelMeDataset(root)
+
+
+def test_labelme_odd_shapes_are_named_or_skipped(tmp_path):
+    from converters import coco_items, write_labelme
+
+    items, names = coco_items(*small_coco(tmp_path / "coco"))
+    root = write_labelme(tmp_path / "labelme", items, names)
+    data = json.loads((root / "a.json").read_text())
+    data["shapes"] += [{"label": "cat", "points": [[1, 2]], "shape_type": "mask"}]
+    (root / "a.json").write_text(json.dumps(data))
+    dataset = LabelMeDataset(root)  # a LabelMe 5 mask shape: no polygon, skipped and counted
+    assert dataset.skipped == {"mask": 1} and dataset.num_instances == 2
+    data["shapes"].append("cat")  # not a shape at all: the 5th
+    (root / "a.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"a\.json shape 5: needs a 'label' and 'points'"):
         LabelMeDataset(root)
 
 
