@@ -15,21 +15,12 @@ from mrcnn.evaluation.evaluator import CocoEvaluator
 from mrcnn.visualize import draw_prediction, draw_target, panel_grid, side_by_side
 
 
-class CocoMetrics(Callback):
-    """COCO box and mask AP of every validation, logged as ``val/bbox_AP``, ``val/segm_AP``, ...
-
-    The evaluator (and its ground truth, built once from the validation set) is handed in; the
-    module's ``validation_step`` returns its detections, which are scored here.
-    """
-
-    def __init__(self, evaluator: CocoEvaluator) -> None:
-        self.evaluator = evaluator
+class ValidationDetections(Callback):
+    """A callback fed every validation batch with its detections: it asks the module for them
+    (``detect_in_validation``), which ``validation_step`` then returns from its one pass."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         pl_module.detect_in_validation = True
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.evaluator.reset()
 
     def on_validation_batch_end(
         self,
@@ -41,7 +32,31 @@ class CocoMetrics(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if outputs is not None:
-            self.evaluator.update(outputs, [target["image_id"] for target in batch[1]])
+            self.update(pl_module, batch, outputs)
+
+    def update(
+        self, pl_module: L.LightningModule, batch: Any, detections: list[dict[str, Tensor]]
+    ) -> None:
+        """Use one batch ``(images, targets)`` and its detections."""
+        raise NotImplementedError
+
+
+class CocoMetrics(ValidationDetections):
+    """COCO box and mask AP of every validation, logged as ``val/bbox_AP``, ``val/segm_AP``, ...
+
+    The evaluator (and its ground truth, built once from the validation set) is handed in.
+    """
+
+    def __init__(self, evaluator: CocoEvaluator) -> None:
+        self.evaluator = evaluator
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluator.reset()
+
+    def update(
+        self, pl_module: L.LightningModule, batch: Any, detections: list[dict[str, Tensor]]
+    ) -> None:
+        self.evaluator.update(detections, [target["image_id"] for target in batch[1]])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -54,7 +69,7 @@ class CocoMetrics(Callback):
             pl_module.log_dict(defined, sync_dist=True)  # the same on every rank: no change
 
 
-class ImagePanels(Callback):
+class ImagePanels(ValidationDetections):
     """The first ``count`` validation images, ground truth beside the detections, in
     TensorBoard as ``val/ground_truth_vs_prediction`` at every validation.
 
@@ -67,25 +82,14 @@ class ImagePanels(Callback):
         self.mask_threshold = mask_threshold
         self._panels: list[Tensor] = []
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        pl_module.detect_in_validation = True
-
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._panels = []
 
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+    def update(
+        self, pl_module: L.LightningModule, batch: Any, detections: list[dict[str, Tensor]]
     ) -> None:
-        if outputs is None:
-            return
         categories = pl_module.categories
-        for image, target, detection in zip(*batch, outputs, strict=True):
+        for image, target, detection in zip(*batch, detections, strict=True):
             if len(self._panels) >= self.count:
                 return
             prediction = draw_prediction(

@@ -17,6 +17,7 @@ The file may be YAML or JSON (JSON is YAML). See docs/data.md.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -213,29 +214,14 @@ class MaskFolderDataset(InstanceDataset):
         return RawSample(image, masks, labels)
 
 
-def mask_folder_datamodule(
-    root: str | Path,
-    images_dir: str = "images",
-    masks_dir: str = "masks",
-    mask_suffix: str = "",
-    image_extensions: Sequence[str] | None = None,
-    mask_extensions: Sequence[str] = MASK_EXTENSIONS,
-    class_name: str = "object",
-    classes_file: str | Path | None = None,
-    **datamodule: Any,
-):
+def mask_folder_datamodule(root: str | Path, **options: Any):
     """A DetectionDataModule over one mask folder (``data=mask_folder``), split by
-    ``val_fraction``: the folder options sit at the top of ``data`` (``data.root=...``)."""
+    ``val_fraction``: the folder options sit at the top of ``data`` (``data.root=...``) beside
+    the loader's; :class:`MaskFolderDataset` takes its own keyword arguments, the data module
+    the rest."""
     from mrcnn.data.datamodule import DetectionDataModule
 
-    dataset = MaskFolderDataset(
-        root,
-        images_dir=images_dir,
-        masks_dir=masks_dir,
-        mask_suffix=mask_suffix,
-        image_extensions=image_extensions,
-        mask_extensions=mask_extensions,
-        class_name=class_name,
-        classes_file=classes_file,
-    )
-    return DetectionDataModule(train=dataset, **datamodule)
+    folder_keys = inspect.signature(MaskFolderDataset).parameters
+    folder = {key: value for key, value in options.items() if key in folder_keys}
+    loader = {key: value for key, value in options.items() if key not in folder_keys}
+    return DetectionDataModule(train=MaskFolderDataset(root, **folder), **loader)
