@@ -116,6 +116,9 @@ def load_module(ckpt_path: str | Path, map_location: str | torch.device = "cpu")
     """
     data = read_checkpoint(ckpt_path)
     hparams = dict(data["hyper_parameters"])
+    # Checkpoints written before the validation options became callbacks (mrcnn 0.1, until
+    # 2026-12) carry them as a hyper-parameter; they do not describe the model.
+    hparams.pop("evaluation", None)
     try:
         module = MaskRCNNModule(**hparams, load_weights=False)
     except TypeError as error:
