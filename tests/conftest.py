@@ -1,4 +1,7 @@
-"""Shared fixtures: where the real example data sets live (../shared/data or MRCNN_DATA_DIR)."""
+"""Shared fixtures: where the real example data sets live (../shared/data or MRCNN_DATA_DIR).
+
+Each fixture skips the tests that use it, with the reason, when its data is absent.
+"""
 
 import os
 from pathlib import Path
@@ -13,4 +16,22 @@ def data_dir() -> Path:
     path = Path(os.environ.get("MRCNN_DATA_DIR", default)).resolve()
     if not path.is_dir():
         pytest.skip(f"example data not found at {path}; set MRCNN_DATA_DIR to the data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def coco128_dir(data_dir: Path) -> Path:
+    """``<data_dir>/coco128``: ``val2017/`` and ``annotations/instances_val2017.json``."""
+    path = data_dir / "coco128"
+    if not (path / "annotations" / "instances_val2017.json").is_file():
+        pytest.skip(f"coco128 not found under {data_dir} (set MRCNN_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pennfudan_dir(data_dir: Path) -> Path:
+    """``<data_dir>/PennFudanPed``: ``PNGImages/`` and their ``PedMasks/`` (``*_mask.png``)."""
+    path = data_dir / "PennFudanPed"
+    if not (path / "PNGImages").is_dir() or not (path / "PedMasks").is_dir():
+        pytest.skip(f"PennFudanPed not found under {data_dir} (set MRCNN_DATA_DIR)")
     return path

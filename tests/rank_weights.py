@@ -2,8 +2,9 @@
 waits where a test kills it.
 
 Added to a real ``python -m mrcnn.train`` run like any callback, through the config:
-``+callbacks.rank_weights._target_=rank_weights.SaveWeightsPerRank
-+callbacks.rank_weights.dirpath=DIR`` (with ``tests/`` on ``PYTHONPATH``).
+``+callbacks.rank_weights._target_=tests.rank_weights.SaveWeightsPerRank
++callbacks.rank_weights.dirpath=DIR`` (with the repository root on ``PYTHONPATH``, as
+``tests.tiny.run_module`` puts it: ``tests`` is a package there).
 """
 
 import time

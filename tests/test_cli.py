@@ -4,9 +4,9 @@ import pytest
 import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
-from tiny import TINY, run_train
 
 from mrcnn.config import CONFIG_DIR, compose_config
+from tests.tiny import TINY, run_train
 
 GROUPS = ["backbone", "data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
 

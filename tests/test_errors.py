@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tiny import PROJECT_ROOT, TINY
 
 from mrcnn.errors import EXIT_USER_ERROR
+from tests.tiny import PROJECT_ROOT, TINY
 
 
 def run_command(module: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,8 @@ Slow (about 1.5-3 minutes on a 2-core CPU); `.ci/run` runs it.
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny import run_train
+
+from tests.tiny import run_train
 
 # 600 steps of the default recipe (its schedule shortened to fit, about 1.5 minutes on the
 # project's 2-core CPU). Measured there on 2026-12-02 (Zen 5 EPYC): segm AP50

@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 from pycocotools.coco import COCO
-from tiny import TINY
 from torch import nn
 
 import mrcnn.evaluate
@@ -27,6 +26,7 @@ from mrcnn.evaluation.coco import evaluate_coco, ground_truth_for
 from mrcnn.model.checkpoint import CheckpointError
 from mrcnn.predict import PredictError, drawn_names, predict
 from mrcnn.train import train
+from tests.tiny import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -298,11 +298,11 @@ def test_cli_reports_a_bad_checkpoint_in_one_line_with_exit_status_1(image_folde
 
 
 def test_exif_rotated_jpeg_is_predicted_and_evaluated_upright(
-    checkpoint, data_dir, tmp_path, monkeypatch
+    checkpoint, coco128_dir, tmp_path, monkeypatch
 ):
     """A phone photo stores sideways pixels and an EXIF orientation; training reads it upright
     (mrcnn.data.images), so predict and evaluate must too: same detections, upright masks."""
-    source = data_dir / "coco128" / "val2017" / "000000000009.jpg"
+    source = coco128_dir / "val2017" / "000000000009.jpg"
     if not source.is_file():
         pytest.skip(f"{source} not found (set MRCNN_DATA_DIR)")
     upright = np.array(Image.open(source).convert("RGB"))  # 480 x 640 (H x W), no EXIF

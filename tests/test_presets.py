@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny import TINY, TINY_DATA, run_train
 
 from mrcnn.config import CONFIG_DIR, compose_config
+from tests.tiny import TINY, TINY_DATA, run_train
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # No checkpoint files: they cost seconds to write and nothing here reads them.

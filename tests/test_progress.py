@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from tiny import TINY_DATA
+from tests.tiny import TINY_DATA
 
 PROGRESS = re.compile(
     r"step (\d+)/6 \(\d+%\) \| loss [\d.]+ \| loss_classifier [\d.]+ \| loss_box_reg [\d.]+ "

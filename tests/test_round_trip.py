@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from pycocotools.coco import COCO
-from tiny import TINY, TINY_RUN, run_module
 
 from mrcnn.config import compose_config
 from mrcnn.train import train
+from tests.tiny import TINY, TINY_RUN, run_module
 
 STAT_KEYS = {f"{kind}_{stat}" for kind in ("bbox", "segm") for stat in ("AP", "AP50", "AR100")}
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny import TINY, TINY_DATA, run_train
 
 import mrcnn
 from mrcnn.config import compose_config
@@ -24,9 +23,9 @@ from mrcnn.model.module import MaskRCNNModule
 from mrcnn.model.schedule import scaled_lr
 from mrcnn.runner import lightning_starts_the_ranks, plain, resolve_ckpt_path
 from mrcnn.train import train
+from tests.tiny import TINY, TINY_DATA, run_train
 
 REPO = Path(mrcnn.__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 # A constant learning rate: train/lr is then exactly the scaled lr.
 CONSTANT_LR = ["scheduler=constant", "scheduler.warmup_steps=0"]
 
@@ -36,8 +35,9 @@ def command(*overrides: str) -> list[str]:
 
 
 def environment() -> dict[str, str]:
-    """This checkout (and tests/, for test callbacks) first on the path of the subprocess."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
+    """This checkout first on the path of the subprocess: its mrcnn, and its ``tests`` package
+    for the test callbacks (``tests.rank_weights``)."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def run(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -68,7 +68,7 @@ def test_two_process_ddp_writes_one_run_and_keeps_ranks_identical(tmp_path):
         "model.detector.box_score_thresh=0.0",
         "trainer.precision=32",  # as mrcnn.evaluate below (auto would pick bf16 on some CPUs)
         *CONSTANT_LR,
-        "+callbacks.rank_weights._target_=rank_weights.SaveWeightsPerRank",
+        "+callbacks.rank_weights._target_=tests.rank_weights.SaveWeightsPerRank",
         f"+callbacks.rank_weights.dirpath={weights}",
         cwd=tmp_path,
     )
@@ -148,7 +148,7 @@ RESUME = [
 # The killed run waits after step 4 (its checkpoint written, its logs flushed) until it is
 # killed; the resumed run comes back with these overrides but does not wait.
 PAUSE_AFTER_STEP_4 = [
-    "+callbacks.pause._target_=rank_weights.PauseAfterStep",
+    "+callbacks.pause._target_=tests.rank_weights.PauseAfterStep",
     "+callbacks.pause.step=4",
 ]
 

@@ -17,9 +17,9 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep
 from hydra.utils import instantiate
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
-from tiny import TINY, run_module
 
 from mrcnn.config import CONFIG_DIR
+from tests.tiny import TINY, run_module
 
 # TINY, smaller still: one step on one image, validation on one image, no checkpoint files.
 FASTEST = [

@@ -7,13 +7,13 @@ import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny import TINY
 from torch.utils.data import Dataset
 
 from mrcnn.config import compose_config
 from mrcnn.data import DetectionDataModule, ShapesDataset
 from mrcnn.model.module import LOSS_NAMES, MaskRCNNModule, NonFiniteLossError
 from mrcnn.train import train
+from tests.tiny import TINY
 
 
 def events(run_dir: Path) -> EventAccumulator:

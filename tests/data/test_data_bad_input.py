@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
-from tmp_data import mask_folder, small_coco, write_image
 
 from mrcnn.data import CocoDataset, DataError, LabelMeDataset, MaskFolderDataset, YoloDataset
 from mrcnn.data.coco import optional_coco_dataset
+from tests.data.tmp_data import mask_folder, small_coco, write_image
 
 
 def _rewrite(annotations, change):
@@ -169,7 +169,7 @@ def test_polygon_too_small_to_cover_a_pixel_is_dropped_and_counted(tmp_path):
 
 
 def _yolo(tmp_path):
-    from converters import coco_items, write_yolo
+    from tests.data.converters import coco_items, write_yolo
 
     items, names = coco_items(*small_coco(tmp_path / "coco"))
     return write_yolo(tmp_path / "yolo", {"train": items}, names)
@@ -251,7 +251,7 @@ def test_yolo_missing_split(tmp_path):
 
 
 def test_labelme_json_without_its_image(tmp_path):
-    from converters import coco_items, write_labelme
+    from tests.data.converters import coco_items, write_labelme
 
     items, names = coco_items(*small_coco(tmp_path / "coco"))
     root = write_labelme(tmp_path / "labelme", items, names)
@@ -265,7 +265,7 @@ def test_labelme_json_without_its_image(tmp_path):
 
 
 def test_labelme_broken_json_and_unknown_label(tmp_path):
-    from converters import coco_items, write_labelme
+    from tests.data.converters import coco_items, write_labelme
 
     items, names = coco_items(*small_coco(tmp_path / "coco"))
     root = write_labelme(tmp_path / "labelme", items, names)
@@ -296,7 +296,7 @@ def test_labelme_odd_shapes_are_named_or_skipped(tmp_path):
 
 
 def test_labelme_image_size_differs_from_json(tmp_path):
-    from converters import coco_items, write_labelme
+    from tests.data.converters import coco_items, write_labelme
 
     items, names = coco_items(*small_coco(tmp_path / "coco"))
     root = write_labelme(tmp_path / "labelme", items, names)

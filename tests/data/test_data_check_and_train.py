@@ -31,14 +31,14 @@ def _check(capsys, overrides):
     return status, printed.out + printed.err
 
 
-def test_check_pennfudan(capsys, data_dir):
+def test_check_pennfudan(capsys, pennfudan_dir):
     status, out = _check(capsys, ["data=pennfudan"])
     assert status == 0, out
     assert "images:                  170" in out and "instances (trained on):  423" in out
     assert "1  pedestrian" in out and "OK: the data can be trained on." in out
 
 
-def test_check_coco128(capsys, data_dir):
+def test_check_coco128(capsys, coco128_dir):
     status, out = _check(capsys, ["data=coco128"])
     assert status == 0, out
     assert "images:                  128" in out and "instances (trained on):  929" in out
@@ -48,14 +48,14 @@ def test_check_coco128(capsys, data_dir):
     assert re.search(r"\n +12 +stop sign +13 +2\n", out)  # label 12 is COCO id 13
 
 
-def test_check_fails_with_one_message_per_problem(capsys, data_dir, tmp_path):
+def test_check_fails_with_one_message_per_problem(capsys, pennfudan_dir, tmp_path):
     """A copy of a few PennFudan pairs with a truncated image and a resized mask: exit 1."""
     root = tmp_path / "penn"
     for sub in ("PNGImages", "PedMasks"):
         (root / sub).mkdir(parents=True)
     for stem in ("FudanPed00001", "FudanPed00002", "FudanPed00003"):
-        shutil.copy(data_dir / "PennFudanPed" / "PNGImages" / f"{stem}.png", root / "PNGImages")
-        shutil.copy(data_dir / "PennFudanPed" / "PedMasks" / f"{stem}_mask.png", root / "PedMasks")
+        shutil.copy(pennfudan_dir / "PNGImages" / f"{stem}.png", root / "PNGImages")
+        shutil.copy(pennfudan_dir / "PedMasks" / f"{stem}_mask.png", root / "PedMasks")
     truncated = root / "PNGImages" / "FudanPed00001.png"
     truncated.write_bytes(truncated.read_bytes()[:5000])
     from PIL import Image
@@ -73,7 +73,7 @@ def test_check_fails_with_one_message_per_problem(capsys, data_dir, tmp_path):
 
 
 def test_check_fails_when_nothing_is_usable(capsys, tmp_path):
-    from tmp_data import mask_folder
+    from tests.data.tmp_data import mask_folder
 
     mask_folder(tmp_path, {"a": np.zeros((20, 30)), "b": np.zeros((20, 30))})
     status, out = _check(
@@ -90,7 +90,7 @@ def test_check_fails_when_nothing_is_usable(capsys, tmp_path):
 
 
 def test_check_reports_a_broken_json(capsys, tmp_path):
-    from tmp_data import small_coco
+    from tests.data.tmp_data import small_coco
 
     images, annotations = small_coco(tmp_path)
     annotations.write_text("{")
@@ -101,11 +101,11 @@ def test_check_reports_a_broken_json(capsys, tmp_path):
     assert status == 1 and "instances.json is not valid json" in out
 
 
-def test_two_training_steps_on_pennfudan(tmp_path, data_dir):
+def test_two_training_steps_on_pennfudan(tmp_path, pennfudan_dir):
     cfg = compose_config(
         [
             "data=mask_folder",
-            f"data.root={data_dir / 'PennFudanPed'}",
+            f"data.root={pennfudan_dir}",
             "data.images_dir=PNGImages",
             "data.masks_dir=PedMasks",
             "data.mask_suffix=_mask",
@@ -122,8 +122,8 @@ def test_two_training_steps_on_pennfudan(tmp_path, data_dir):
     assert checkpoint["hyper_parameters"]["categories"]["names"] == ["object"]
 
 
-def test_two_training_steps_on_coco128_with_a_val_set(tmp_path, data_dir):
-    root = data_dir / "coco128"
+def test_two_training_steps_on_coco128_with_a_val_set(tmp_path, coco128_dir):
+    root = coco128_dir
     # A validation json with the first 4 images (ids and categories as in the original).
     data = json.loads((root / "annotations" / "instances_val2017.json").read_text())
     keep = {im["id"] for im in data["images"][:4]}
@@ -149,7 +149,7 @@ def test_two_training_steps_on_coco128_with_a_val_set(tmp_path, data_dir):
     assert len(categories["names"]) == 80 and categories["dataset_ids"][-1] == 90
 
 
-def test_coco_without_val_splits_train_deterministically(data_dir):
+def test_coco_without_val_splits_train_deterministically(coco128_dir):
     from hydra.utils import instantiate
 
     cfg = compose_config(["data=coco128", "data.val_fraction=0.25"])
@@ -172,9 +172,8 @@ def test_required_paths_are_asked_for(name):
 
 
 def test_training_stops_when_an_epoch_has_no_usable_instance(tmp_path):
-    from tmp_data import mask_folder
-
     from mrcnn.data.errors import DataError
+    from tests.data.tmp_data import mask_folder
 
     (tmp_path / "data").mkdir()
     root = mask_folder(tmp_path / "data", {s: np.zeros((40, 48)) for s in "abcd"})

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
-from tmp_data import coco_json, mask_folder, small_coco, square, write_image
 
 from mrcnn.data import CocoDataset, MaskFolderDataset
 from mrcnn.data.targets import boxes_from_masks
+from tests.data.tmp_data import coco_json, mask_folder, small_coco, square, write_image
 
 
 def test_multi_part_polygons_decode_into_one_instance(tmp_path):

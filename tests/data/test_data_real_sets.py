@@ -12,8 +12,8 @@ from mrcnn.evaluation import ground_truth_for
 
 
 @pytest.fixture(scope="module")
-def coco128(data_dir):
-    root = data_dir / "coco128"
+def coco128(coco128_dir):
+    root = coco128_dir
     return CocoDataset(root / "val2017", root / "annotations" / "instances_val2017.json")
 
 
@@ -24,9 +24,9 @@ def coco128_labels(coco128):
 
 
 @pytest.fixture(scope="module")
-def pennfudan(data_dir):
+def pennfudan(pennfudan_dir):
     return MaskFolderDataset(
-        data_dir / "PennFudanPed", "PNGImages", "PedMasks", "_mask", class_name="pedestrian"
+        pennfudan_dir, "PNGImages", "PedMasks", "_mask", class_name="pedestrian"
     )
 
 
@@ -72,13 +72,15 @@ def test_coco128_targets_hold_labels_not_raw_ids_and_own_image_ids(coco128):
     assert seen == 8
 
 
-def test_coco128_keeps_2_empty_images_as_negatives_unless_asked(coco128, coco128_labels, data_dir):
+def test_coco128_keeps_2_empty_images_as_negatives_unless_asked(
+    coco128, coco128_labels, coco128_dir
+):
     empties = [i for i, labels in enumerate(coco128_labels) if not labels]
     assert len(coco128) == 128 and len(empties) == 2
     for i in empties:
         _, target = coco128[i]
         assert target["boxes"].shape == (0, 4) and target["masks"].shape[0] == 0
-    root = data_dir / "coco128"
+    root = coco128_dir
     without = CocoDataset(
         root / "val2017", root / "annotations" / "instances_val2017.json", keep_empty=False
     )

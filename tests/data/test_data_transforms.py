@@ -12,12 +12,11 @@ from mrcnn.data.transforms import PRESETS, build_transforms
 
 
 @pytest.fixture(scope="module")
-def samples(data_dir):
+def samples(coco128_dir, pennfudan_dir):
     coco = CocoDataset(
-        data_dir / "coco128" / "val2017",
-        data_dir / "coco128" / "annotations" / "instances_val2017.json",
+        coco128_dir / "val2017", coco128_dir / "annotations" / "instances_val2017.json"
     )
-    penn = MaskFolderDataset(data_dir / "PennFudanPed", "PNGImages", "PedMasks", "_mask")
+    penn = MaskFolderDataset(pennfudan_dir, "PNGImages", "PedMasks", "_mask")
     return [coco[i] for i in range(0, 60, 5)] + [penn[i] for i in range(0, 60, 10)]
 
 
@@ -69,8 +68,8 @@ def test_scale_presets_survive_the_models_own_resize(samples):
         assert min(ratios) < smaller and max(ratios) > larger, f"{preset}: sizes {ratios}"
 
 
-def test_validation_is_never_augmented(data_dir):
-    dataset = MaskFolderDataset(data_dir / "PennFudanPed", "PNGImages", "PedMasks", "_mask")
+def test_validation_is_never_augmented(pennfudan_dir):
+    dataset = MaskFolderDataset(pennfudan_dir, "PNGImages", "PedMasks", "_mask")
     datamodule = DetectionDataModule(
         dataset, augment="lsj", image_size=128, max_image_size=128, num_workers=0, val_fraction=0.1
     )

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from converters import coco_items, mask_folder_items, write_labelme, write_yolo
 from PIL import Image
-from tiny import TINY_RUN, run_module, run_train
-from tmp_data import small_coco, write_image
 
 from mrcnn.config import compose_config
 from mrcnn.data import CocoDataset, LabelMeDataset, MaskFolderDataset, YoloDataset
 from mrcnn.data.check import scan
 from mrcnn.data.yolo import label_path
+from tests.data.converters import coco_items, mask_folder_items, write_labelme, write_yolo
+from tests.data.tmp_data import small_coco, write_image
+from tests.tiny import TINY_RUN, run_module, run_train
 
 SMALL = ["data.num_workers=0", "data.batch_size=2", "data.image_size=96", "data.max_image_size=96"]
 
@@ -147,8 +147,8 @@ def test_labelme_embedded_image_and_given_labels(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def coco128(data_dir):
-    root = data_dir / "coco128"
+def coco128(coco128_dir):
+    root = coco128_dir
     images, annotations = root / "val2017", root / "annotations" / "instances_val2017.json"
     return CocoDataset(images, annotations), *coco_items(images, annotations)
 
@@ -196,8 +196,8 @@ def test_labelme_from_coco128_round_trip(coco128, tmp_path):
     assert_same_instances(coco, labelme, pairs, to_labelme.get, exact=True)
 
 
-def test_yolo_and_labelme_from_pennfudan_round_trip(data_dir, tmp_path):
-    root = data_dir / "PennFudanPed"
+def test_yolo_and_labelme_from_pennfudan_round_trip(pennfudan_dir, tmp_path):
+    root = pennfudan_dir
     penn = MaskFolderDataset(root, "PNGImages", "PedMasks", "_mask", class_name="pedestrian")
     items = mask_folder_items(root / "PNGImages", root / "PedMasks", "_mask")
     yolo = YoloDataset(write_yolo(tmp_path / "yolo", {"train": items}, ["pedestrian"]))
@@ -212,17 +212,17 @@ def test_yolo_and_labelme_from_pennfudan_round_trip(data_dir, tmp_path):
 # -- The user's commands ------------------------------------------------------------------------
 
 
-def pennfudan_subset(data_dir: Path, count: int, start: int = 0):
-    root = data_dir / "PennFudanPed"
+def pennfudan_subset(root: Path, count: int, start: int = 0):
+    """``count`` image/mask pairs of PennFudanPed (``root``), from the ``start``-th."""
     items = mask_folder_items(root / "PNGImages", root / "PedMasks", "_mask")
     return items[start : start + count]
 
 
-def test_train_evaluate_predict_on_yolo(data_dir, tmp_path):
+def test_train_evaluate_predict_on_yolo(pennfudan_dir, tmp_path):
     from mrcnn.evaluate import evaluate
     from mrcnn.predict import predict
 
-    items = pennfudan_subset(data_dir, 6)
+    items = pennfudan_subset(pennfudan_dir, 6)
     root = write_yolo(tmp_path / "yolo", {"train": items[:4], "val": items[4:]}, ["pedestrian"])
     data = ["data=yolo", f"data.root={root}", *SMALL]
     keep_all = "model.detector.box_score_thresh=0.0"
@@ -251,8 +251,8 @@ def test_train_evaluate_predict_on_yolo(data_dir, tmp_path):
     assert {p["category_id"] for p in predictions} <= {0}
 
 
-def test_train_on_labelme_with_a_val_folder(data_dir, tmp_path):
-    items = pennfudan_subset(data_dir, 6)
+def test_train_on_labelme_with_a_val_folder(pennfudan_dir, tmp_path):
+    items = pennfudan_subset(pennfudan_dir, 6)
     train = write_labelme(tmp_path / "train", items[:4], ["pedestrian"])
     val = write_labelme(tmp_path / "val", items[4:], ["pedestrian"], embed=1)
     run_train(

@@ -6,21 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from runs import CHECKPOINT_RUN
+
+from tests.evaluation.runs import CHECKPOINT_RUN
 
 
 @pytest.fixture(scope="session")
-def coco_dir(data_dir: Path) -> Path:
-    """``<data_dir>/coco128`` (``data_dir``: tests/conftest.py, from MRCNN_DATA_DIR)."""
-    path = data_dir / "coco128"
-    if not (path / "annotations" / "instances_val2017.json").is_file():
-        pytest.skip(f"coco128 not found under {data_dir} (set MRCNN_DATA_DIR)")
-    return path
-
-
-@pytest.fixture(scope="session")
-def coco_gt_path(coco_dir) -> Path:
-    return coco_dir / "annotations" / "instances_val2017.json"
+def coco_gt_path(coco128_dir: Path) -> Path:
+    """coco128's ground truth (``coco128_dir``: tests/conftest.py, from MRCNN_DATA_DIR)."""
+    return coco128_dir / "annotations" / "instances_val2017.json"
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,6 @@
 """Overrides for the evaluation tests' real runs (built on tests/tiny.py)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/tiny.py
-
-from tiny import TINY
+from tests.tiny import TINY
 
 # A 2-step run with these overrides writes the checkpoint the evaluate tests use.
 CHECKPOINT_RUN = [*TINY, "logger=none", "trainer.max_steps=2", "trainer.limit_val_batches=0"]

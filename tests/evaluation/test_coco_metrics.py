@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from coco_fakes import detections_from_ground_truth
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -24,6 +23,7 @@ from mrcnn.evaluation import (
     format_metrics_table,
     ground_truth_for,
 )
+from tests.evaluation.coco_fakes import detections_from_ground_truth
 
 BACKENDS = ["pycocotools", "faster_coco_eval"]
 # pycocotools' own decode() warns under NumPy 2 (used by the detection generator only).

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from coco_fakes import detections_from_ground_truth
-from runs import EVAL_DATA
 
 from mrcnn.config import compose_config
 from mrcnn.data.categories import Categories
 from mrcnn.evaluate import evaluate
 from mrcnn.evaluation import STAT_NAMES, ResultsError, detections_to_coco_results, evaluate_coco
 from mrcnn.model.checkpoint import CheckpointError, ClassesMismatchError
+from tests.evaluation.coco_fakes import detections_from_ground_truth
+from tests.evaluation.runs import EVAL_DATA
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -59,7 +59,7 @@ def test_checkpoint_on_synthetic_prints_table_and_writes_json(tmp_path, checkpoi
     assert all(-1 <= v <= 1 for v in written["metrics"].values())
 
 
-def test_results_file_on_coco128_equals_pycocotools(tmp_path, coco_dir, coco_gt, coco_gt_path):
+def test_results_file_on_coco128_equals_pycocotools(tmp_path, coco128_dir, coco_gt, coco_gt_path):
     detections, image_ids, category_ids = detections_from_ground_truth(coco_gt, seed=7)
     names = {c["id"]: c["name"] for c in coco_gt["categories"]}
     categories = Categories(tuple(names[c] for c in category_ids), tuple(category_ids))
@@ -69,7 +69,7 @@ def test_results_file_on_coco128_equals_pycocotools(tmp_path, coco_dir, coco_gt,
 
     output = tmp_path / "out" / "metrics.json"
     cfg = compose_config(
-        [*coco_overrides(coco_dir), f"results={results_path}", f"output={output}"],
+        [*coco_overrides(coco128_dir), f"results={results_path}", f"output={output}"],
         output_dir=tmp_path,
         config_name="evaluate",
     )
@@ -81,13 +81,15 @@ def test_results_file_on_coco128_equals_pycocotools(tmp_path, coco_dir, coco_gt,
     assert json.loads(output.read_text())["metrics"] == metrics
 
 
-def test_box_only_results_evaluate_bbox(tmp_path, coco_dir, coco_gt):
+def test_box_only_results_evaluate_bbox(tmp_path, coco128_dir, coco_gt):
     ann = next(a for a in coco_gt["annotations"] if not a["iscrowd"])
     results = [{k: ann[k] for k in ("image_id", "category_id", "bbox")} | {"score": 0.9}]
     path = tmp_path / "boxes.json"
     path.write_text(json.dumps(results))
     cfg = compose_config(
-        [*coco_overrides(coco_dir), f"results={path}"], output_dir=tmp_path, config_name="evaluate"
+        [*coco_overrides(coco128_dir), f"results={path}"],
+        output_dir=tmp_path,
+        config_name="evaluate",
     )
     metrics = evaluate(cfg)
     assert set(metrics) == {f"bbox_{n}" for n in STAT_NAMES} and metrics["bbox_AP"] > 0
@@ -123,9 +125,9 @@ def test_unknown_category_ids_in_results(tmp_path):
         evaluate(cfg)
 
 
-def test_classes_mismatch_is_refused_before_inference(tmp_path, checkpoint, coco_dir):
+def test_classes_mismatch_is_refused_before_inference(tmp_path, checkpoint, coco128_dir):
     cfg = compose_config(
-        [*coco_overrides(coco_dir), f"ckpt_path={checkpoint}"],
+        [*coco_overrides(coco128_dir), f"ckpt_path={checkpoint}"],
         output_dir=tmp_path,
         config_name="evaluate",
     )
@@ -144,8 +146,8 @@ def test_command_line_errors_are_one_clear_line(tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_command_line_reports_a_class_mismatch_in_one_message(tmp_path, checkpoint, coco_dir):
-    done = run_evaluate(*coco_overrides(coco_dir), f"ckpt_path={checkpoint}", cwd=tmp_path)
+def test_command_line_reports_a_class_mismatch_in_one_message(tmp_path, checkpoint, coco128_dir):
+    done = run_evaluate(*coco_overrides(coco128_dir), f"ckpt_path={checkpoint}", cwd=tmp_path)
     assert done.returncode == 1
     assert "mrcnn.evaluate: error: The checkpoint's classes do not match" in done.stderr
     assert "Traceback" not in done.stderr and "only in checkpoint" in done.stderr

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from coco_fakes import detections_from_ground_truth
 from torch.utils.data import Subset
 
 from mrcnn.data.categories import Categories
@@ -20,6 +19,7 @@ from mrcnn.data.datamodule import DetectionDataModule, TransformedDataset
 from mrcnn.data.synthetic import ShapesDataset
 from mrcnn.data.transforms import build_transforms
 from mrcnn.evaluation import CocoEvaluator, evaluate_coco, ground_truth_for
+from tests.evaluation.coco_fakes import detections_from_ground_truth
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -98,14 +98,16 @@ def test_ground_truth_for_wrapped_synthetic_split_is_unaugmented():
     ]
 
 
-def test_ground_truth_for_coco_comes_from_the_annotation_file(coco_dir):
-    dataset = CocoDataset(coco_dir / "val2017", coco_dir / "annotations" / "instances_val2017.json")
+def test_ground_truth_for_coco_comes_from_the_annotation_file(coco128_dir):
+    dataset = CocoDataset(
+        coco128_dir / "val2017", coco128_dir / "annotations" / "instances_val2017.json"
+    )
     wrapped = TransformedDataset(Subset(dataset, [3, 5, 7]), build_transforms("none"))
     gt = ground_truth_for(wrapped)
     ids = [dataset[i][1]["image_id"] for i in (3, 5, 7)]
     assert sorted(im["id"] for im in gt["images"]) == sorted(ids)
     assert {a["image_id"] for a in gt["annotations"]} <= set(ids)
-    full = json.loads((coco_dir / "annotations" / "instances_val2017.json").read_text())
+    full = json.loads((coco128_dir / "annotations" / "instances_val2017.json").read_text())
     assert gt["categories"] == full["categories"]  # original ids, gaps included
 
 

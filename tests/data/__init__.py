@@ -1,0 +1,1 @@
+"""Data-set tests; helpers: ``tests.data.tmp_data`` and ``tests.data.converters``."""

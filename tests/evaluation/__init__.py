@@ -1,0 +1,1 @@
+"""Evaluation tests; helpers: ``tests.evaluation.coco_fakes`` and ``tests.evaluation.runs``."""
