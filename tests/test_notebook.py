@@ -17,6 +17,7 @@ def test_quickstart_is_stored_without_outputs():
 
 def test_quickstart_executes_and_shows_metrics_and_pictures(tmp_path, monkeypatch):
     monkeypatch.setenv("MRCNN_QUICKSTART_DIR", str(tmp_path))  # the kernel inherits it
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))  # this checkout
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         notebook,

@@ -29,6 +29,8 @@ from mrcnn.train import train
 from tests.tiny import TINY
 
 REPO = Path(__file__).resolve().parents[1]
+# A command run here imports this checkout's mrcnn (a git worktree's too), not the installed one.
+CHECKOUT_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def save(image: torch.Tensor, path: Path) -> None:
@@ -79,7 +81,9 @@ def test_cli_predicts_every_readable_image_and_names_the_unreadable_one(
         "num_workers=1",
         f"hydra.run.dir={tmp_path / 'hydra'}",
     ]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=CHECKOUT_ENV, capture_output=True, text=True, timeout=300
+    )
     log = done.stdout + done.stderr
     assert done.returncode == 0, log
     assert "Skipping unreadable image" in log and "broken.jpg" in log
@@ -291,7 +295,9 @@ def test_cli_reports_a_bad_checkpoint_in_one_line_with_exit_status_1(image_folde
         f"output={tmp_path / 'out'}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
     ]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        command, cwd=REPO, env=CHECKOUT_ENV, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1
     assert "mrcnn.predict: error: Checkpoint" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out" / "predictions.json").exists()
