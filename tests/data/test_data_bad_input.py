@@ -280,7 +280,7 @@ def test_labelme_broken_json_and_unknown_label(tmp_path):
 
 
 def test_labelme_odd_shapes_are_named_or_skipped(tmp_path):
-    from converters import coco_items, write_labelme
+    from tests.data.converters import coco_items, write_labelme
 
     items, names = coco_items(*small_coco(tmp_path / "coco"))
     root = write_labelme(tmp_path / "labelme", items, names)
