@@ -27,9 +27,10 @@ from mrcnn.errors import ConfigError
 from mrcnn.evaluation.coco import (
     IOU_TYPES,
     check_results,
+    coco_report,
     detections_to_coco_results,
-    evaluate_coco,
     format_metrics_table,
+    format_per_class_table,
     ground_truth_for,
     load_results,
 )
@@ -70,6 +71,14 @@ def predict_results(
     return results, image_ids
 
 
+def keep_detections(inference: Inference, count: int) -> None:
+    """Let a torch model keep at least ``count`` detections per image (what AP counts)."""
+    roi_heads = getattr(getattr(inference.backend, "model", None), "roi_heads", None)
+    if roi_heads is not None and roi_heads.detections_per_img < count:
+        log.info("The model keeps %d detections per image (max_detections).", count)
+        roi_heads.detections_per_img = count
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate as configured, print the table, write the metrics json; return the metrics."""
     if (cfg.get("ckpt_path") is None) == (cfg.get("results") is None):
@@ -91,8 +100,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ground_truth = ground_truth_for(val_set, categories)
     info: dict[str, Any] = {"num_images": len(val_set)}
 
+    max_detections = int(cfg.max_detections)
     if inference is not None:
         ensure_classes_match(model_categories, categories)
+        keep_detections(inference, max_detections)
         results, image_ids = predict_results(
             inference, val_set, categories, num_workers=int(cfg.num_workers)
         )
@@ -108,20 +119,35 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         if "segm" not in iou_types:
             log.info("%s has boxes only: evaluating bbox.", source)
 
-    metrics = evaluate_coco(
-        ground_truth, results, iou_types=iou_types, backend=cfg.backend, image_ids=image_ids
+    report = coco_report(
+        ground_truth,
+        results,
+        iou_types=iou_types,
+        backend=cfg.backend,
+        image_ids=image_ids,
+        max_detections=max_detections,
     )
+    metrics = report.metrics
     info["num_detections"] = len(results)
-    table = format_metrics_table(metrics)
     print(
         f"COCO metrics (%), {info['num_images']} validation images, "
-        f"{info['num_detections']} detections:\n{table}\n"
+        f"{info['num_detections']} detections:\n{format_metrics_table(metrics)}\n"
         "AP: mean over IoU 0.50:0.95; s/m/l: objects under 32², 32²-96², over 96² pixels; "
-        "AR1/10/100: recall with at most 1/10/100 detections per image; -: nothing to measure."
+        f"AR1/10/{max_detections}: recall with at most 1/10/{max_detections} detections per "
+        "image; -: nothing to measure.\n"
+        f"\nPer class (%), weakest first:\n{format_per_class_table(report)}"
     )
     output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "metrics.json"
     write_json_atomically(
-        {"metrics": metrics, **info, "mask_threshold": cfg.mask_threshold}, output, indent=2
+        {
+            "metrics": metrics,
+            "per_class": report.per_class,
+            **info,
+            "mask_threshold": cfg.mask_threshold,
+            "max_detections": max_detections,
+        },
+        output,
+        indent=2,
     )
     log.info("Metrics written to %s", output)
     return metrics

@@ -113,8 +113,19 @@ def build_datamodule(cfg: DictConfig) -> DetectionDataModule:
 
 def build_module(cfg: DictConfig, categories: Categories) -> MaskRCNNModule:
     """The LightningModule from the ``model`` node (its ``_target_``); num_classes comes from
-    the data's categories."""
-    return instantiate(cfg.model, categories=categories.to_dict())
+    the data's categories, and the model keeps at least the detections per image that
+    validation counts (``evaluation.max_detections``)."""
+    node = plain(cfg.model)
+    kept = node["detector"].get("box_detections_per_img", 100)
+    wanted = (cfg.get("evaluation") or {}).get("max_detections", 100)
+    if wanted > kept:
+        log.info(
+            "model.detector.box_detections_per_img=%d raised to evaluation.max_detections=%d.",
+            kept,
+            wanted,
+        )
+        node["detector"]["box_detections_per_img"] = wanted
+    return instantiate(node, categories=categories.to_dict())
 
 
 def build_trainer(
@@ -156,6 +167,7 @@ def validation_callbacks(evaluation: DictConfig, datamodule: DetectionDataModule
             categories,
             mask_threshold=evaluation.mask_threshold,
             backend=evaluation.backend,
+            max_detections=evaluation.max_detections,
         )
         callbacks.append(CocoMetrics(evaluator))
     if evaluation.image_panels:

@@ -3,6 +3,7 @@ step of the last validation."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -13,6 +14,8 @@ from torch import Tensor
 
 from mrcnn.evaluation.evaluator import CocoEvaluator
 from mrcnn.visualize import draw_prediction, draw_target, panel_grid, side_by_side
+
+log = logging.getLogger(__name__)
 
 
 class ValidationDetections(Callback):
@@ -61,12 +64,23 @@ class CocoMetrics(ValidationDetections):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        metrics = self.evaluator.compute()
-        # COCOeval reports -1 where a stat is undefined (no ground truth of that size range);
-        # on a curve it would read as a real value, so it is left out.
+        report = self.evaluator.compute_report()
+        metrics = dict(report.metrics)
+        for iou_type, classes in report.per_class.items():
+            for name, values in classes.items():
+                metrics |= {f"{iou_type}_{stat}/{name}": value for stat, value in values.items()}
+        # COCOeval reports -1 where a stat is undefined (no ground truth of that size range or
+        # class); on a curve it would read as a real value, so it is left out.
         defined = {f"val/{name}": value for name, value in metrics.items() if value >= 0}
         if defined:
             pl_module.log_dict(defined, sync_dist=True)  # the same on every rank: no change
+        worst = report.worst_classes("segm" if "segm" in report.per_class else "bbox")
+        if worst and trainer.is_global_zero and len(report.per_class.get("segm", {})) > 1:
+            log.info(
+                "Weakest classes by AP at step %d: %s",
+                trainer.global_step,
+                ", ".join(f"{name} {value:.3f}" for name, value in worst),
+            )
 
 
 class ImagePanels(ValidationDetections):

@@ -2,11 +2,14 @@
 
 from mrcnn.evaluation.coco import (
     STAT_NAMES,
+    CocoReport,
     ResultsError,
     check_results,
+    coco_report,
     detections_to_coco_results,
     evaluate_coco,
     format_metrics_table,
+    format_per_class_table,
     ground_truth_for,
     load_results,
 )
@@ -15,11 +18,14 @@ from mrcnn.evaluation.evaluator import CocoEvaluator
 __all__ = [
     "STAT_NAMES",
     "CocoEvaluator",
+    "CocoReport",
     "ResultsError",
     "check_results",
+    "coco_report",
     "detections_to_coco_results",
     "evaluate_coco",
     "format_metrics_table",
+    "format_per_class_table",
     "ground_truth_for",
     "load_results",
 ]

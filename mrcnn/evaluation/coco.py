@@ -27,6 +27,7 @@ import io
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -385,14 +386,47 @@ def _load_results(coco_cls: Any, gt: Any, results: list[dict]) -> Any:
     return empty
 
 
+@dataclass
+class CocoReport:
+    """What one COCO evaluation found.
+
+    ``metrics``: COCOeval's 12 summary numbers per IoU type (``bbox_AP`` ... ``segm_ARl``).
+    ``per_class``: per IoU type, per class name, ``AP`` and ``AP50`` (-1: no ground truth of
+    that class among the images evaluated), read from COCOeval's own precision array as
+    detectron2 does, so they average to ``metrics[...AP]`` over the classes with ground truth.
+    """
+
+    metrics: dict[str, float]
+    per_class: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    def worst_classes(self, iou_type: str = "segm", count: int = 3) -> list[tuple[str, float]]:
+        """The ``count`` classes with the lowest AP (classes without ground truth left out)."""
+        scored = [(n, v["AP"]) for n, v in self.per_class.get(iou_type, {}).items() if v["AP"] >= 0]
+        return sorted(scored, key=lambda item: item[1])[:count]
+
+
 def evaluate_coco(
     ground_truth: dict | str | Path,
     results: list[dict],
     iou_types: Sequence[str] = IOU_TYPES,
     backend: str = "auto",
     image_ids: Iterable[int] | None = None,
+    max_detections: int = 100,
 ) -> dict[str, float]:
-    """COCOeval's 12 summary numbers per IoU type, e.g. ``bbox_AP`` ... ``segm_ARl``.
+    """COCOeval's 12 summary numbers per IoU type, e.g. ``bbox_AP`` ... ``segm_ARl``
+    (:func:`coco_report`'s ``metrics``; see there for the arguments)."""
+    return coco_report(ground_truth, results, iou_types, backend, image_ids, max_detections).metrics
+
+
+def coco_report(
+    ground_truth: dict | str | Path,
+    results: list[dict],
+    iou_types: Sequence[str] = IOU_TYPES,
+    backend: str = "auto",
+    image_ids: Iterable[int] | None = None,
+    max_detections: int = 100,
+) -> CocoReport:
+    """COCOeval's summary numbers and per-class AP for each IoU type.
 
     Args:
         ground_truth: a COCO ground-truth dict or json file (crowd regions are kept: COCOeval
@@ -402,6 +436,8 @@ def evaluate_coco(
         backend: ``auto`` (faster-coco-eval where installed), ``faster_coco_eval`` or
             ``pycocotools``; both give identical numbers.
         image_ids: evaluate only these images (those predicted); default: every image.
+        max_detections: detections per image that count (COCOeval's last ``maxDets``, 100 by
+            default): dense scenes (a hundred nuclei) need more. AP and the ``AR100`` entry use it.
 
     COCOeval's printed summary is captured (no spam in training logs) and logged at DEBUG.
     Values are -1 where COCOeval has nothing to measure (e.g. no ground truth of that size).
@@ -409,6 +445,8 @@ def evaluate_coco(
     for iou_type in iou_types:
         if iou_type not in IOU_TYPES:
             raise ValueError(f"Unknown iou type {iou_type!r}; choose from {list(IOU_TYPES)}.")
+    if max_detections < 1:
+        raise ConfigError(f"max_detections must be at least 1, got {max_detections}.")
     ground_truth = ground_truth_for(ground_truth)
     supported = check_results(results, ground_truth)
     missing = [t for t in iou_types if t not in supported and results]
@@ -419,7 +457,7 @@ def evaluate_coco(
         )
     backend = resolve_backend(backend)
     coco_cls, eval_cls = _coco_api(backend)
-    metrics: dict[str, float] = {}
+    report = CocoReport(metrics={})
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         gt = _ground_truth_api(coco_cls, ground_truth)
@@ -432,16 +470,60 @@ def evaluate_coco(
                 else eval_cls(gt, dt, iouType=iou_type)
             )
             evaluator.params.imgIds = selected
+            evaluator.params.maxDets = [1, 10, int(max_detections)]
             evaluator.evaluate()
             evaluator.accumulate()
             print(f"{iou_type} ({backend}, {len(selected)} images):")
             evaluator.summarize()
             stats = np.asarray(evaluator.stats, dtype=np.float64)[: len(STAT_NAMES)]
-            metrics.update(
+            # pycocotools' summarize takes AP at maxDets=100 whatever maxDets is (it finds no
+            # such column and reports -1): read it from the precision array like the others.
+            stats[0] = _mean_precision(evaluator.eval["precision"][:, :, :, 0, -1])
+            report.metrics.update(
                 {f"{iou_type}_{name}": float(v) for name, v in zip(STAT_NAMES, stats, strict=True)}
             )
+            report.per_class[iou_type] = _per_class_ap(evaluator, gt)
     log.debug("COCOeval output:\n%s", output.getvalue())
-    return metrics
+    return report
+
+
+def _mean_precision(precision: np.ndarray) -> float:
+    """COCOeval's average of a slice of its precision array (-1 entries: nothing to measure)."""
+    defined = precision[precision > -1]
+    return float(defined.mean()) if defined.size else -1.0
+
+
+def _per_class_ap(evaluator: Any, gt: Any) -> dict[str, dict[str, float]]:
+    """AP and AP50 of every category, all areas, at the last maxDets (detectron2's recipe)."""
+    precision = evaluator.eval["precision"]  # [IoU thresholds, recall, class, area, maxDets]
+    iou50 = int(np.argmin(np.abs(np.asarray(evaluator.params.iouThrs) - 0.5)))
+    per_class = {}
+    for index, category_id in enumerate(evaluator.params.catIds):
+        name = str(gt.cats[category_id]["name"])
+        per_class[name] = {
+            "AP": _mean_precision(precision[:, :, index, 0, -1]),
+            "AP50": _mean_precision(precision[iou50, :, index, 0, -1]),
+        }
+    return per_class
+
+
+def format_per_class_table(report: CocoReport) -> str:
+    """Per-class AP and AP50 (percent) for each IoU type, one row per class, worst first."""
+    types = [t for t in IOU_TYPES if t in report.per_class]
+    names = list(next(iter(report.per_class.values()), {}))
+    key = types[-1] if types else None  # segm when there are masks
+    names.sort(key=lambda n: report.per_class[key][n]["AP"] if key else 0)
+    width = max([len(n) for n in names] + [5])
+    header = f"{'class':<{width}}" + "".join(f"{t + ' AP':>11}{t + ' AP50':>12}" for t in types)
+    lines = [header]
+    for name in names:
+        cells = []
+        for iou_type in types:
+            for stat, cell in (("AP", 11), ("AP50", 12)):
+                value = report.per_class[iou_type][name][stat]
+                cells.append(f"{'-':>{cell}}" if value < 0 else f"{100 * value:>{cell}.2f}")
+        lines.append(f"{name:<{width}}" + "".join(cells))
+    return "\n".join(lines)
 
 
 def format_metrics_table(metrics: dict[str, float], iou_types: Sequence[str] = IOU_TYPES) -> str:

@@ -16,9 +16,31 @@ import torch.distributed as dist
 from torch import Tensor
 
 from mrcnn.data.categories import Categories
-from mrcnn.evaluation.coco import IOU_TYPES, detections_to_coco_results, evaluate_coco
+from mrcnn.evaluation.coco import IOU_TYPES, CocoReport, coco_report, detections_to_coco_results
 
 log = logging.getLogger(__name__)
+
+
+def _warn_if_denser_than(ground_truth: dict, max_detections: int) -> None:
+    """Warn when an image holds more ground-truth instances than detections count: its recall,
+    and so its AP, cannot reach 1 (raise evaluation.max_detections)."""
+    counts: dict[Any, int] = {}
+    for annotation in ground_truth.get("annotations", []):
+        if not annotation.get("iscrowd", 0):
+            counts[annotation["image_id"]] = counts.get(annotation["image_id"], 0) + 1
+    dense = {image_id: n for image_id, n in counts.items() if n > max_detections}
+    if dense:
+        image_id, most = max(dense.items(), key=lambda item: item[1])
+        log.warning(
+            "%d validation image(s) hold more than %d ground-truth instances (image %s: %d); "
+            "COCO AP counts at most %d detections per image, so their AP cannot reach 1. Raise "
+            "evaluation.max_detections (model.detector.box_detections_per_img follows it).",
+            len(dense),
+            max_detections,
+            image_id,
+            most,
+            max_detections,
+        )
 
 
 def _distributed() -> bool:
@@ -46,12 +68,15 @@ class CocoEvaluator:
         iou_types: Sequence[str] = IOU_TYPES,
         mask_threshold: float = 0.5,
         backend: str = "auto",
+        max_detections: int = 100,
     ) -> None:
         self.ground_truth = ground_truth
         self.categories = categories
         self.iou_types = tuple(iou_types)
         self.mask_threshold = mask_threshold
         self.backend = backend
+        self.max_detections = max_detections
+        _warn_if_denser_than(ground_truth, max_detections)
         self._known_ids = {image["id"] for image in ground_truth["images"]}
         self._results: dict[int, list[dict]] = {}
 
@@ -93,28 +118,34 @@ class CocoEvaluator:
         return merged
 
     def compute(self) -> dict[str, float]:
-        """COCO metrics (``bbox_AP`` ... ``segm_ARl``) over every image seen, on every rank.
+        """COCO metrics (``bbox_AP`` ... ``segm_ARl``) over every image seen, on every rank
+        (:meth:`compute_report`'s ``metrics``)."""
+        return self.compute_report().metrics
 
-        Under DDP, results are gathered, rank zero runs COCOeval once, and the metrics are
-        broadcast. Returns an empty dict if no image was seen.
+    def compute_report(self) -> CocoReport:
+        """COCO metrics and per-class AP over every image seen, on every rank.
+
+        Under DDP, results are gathered, rank zero runs COCOeval once, and the report is
+        broadcast. Empty if no image was seen.
         """
         merged = self.gather()
-        metrics: dict[str, float] = {}
+        report = CocoReport(metrics={})
         rank = dist.get_rank() if _distributed() else 0
         if rank == 0 and merged:
             results = [r for image_results in merged.values() for r in image_results]
-            metrics = evaluate_coco(
+            report = coco_report(
                 self.ground_truth,
                 results,
                 iou_types=self.iou_types,
                 backend=self.backend,
                 image_ids=merged.keys(),
+                max_detections=self.max_detections,
             )
         if _distributed():
-            box = [metrics]
+            box = [report]
             dist.broadcast_object_list(box, src=0)
-            metrics = box[0]
-        return metrics
+            report = box[0]
+        return report
 
     def results(self) -> list[dict]:
         """This process's COCO results so far (e.g. to write a results file)."""

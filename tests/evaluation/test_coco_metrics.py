@@ -8,6 +8,7 @@ import io
 import json
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 from pycocotools.coco import COCO
@@ -17,7 +18,9 @@ from mrcnn.data.categories import Categories
 from mrcnn.data.synthetic import ShapesDataset
 from mrcnn.evaluation import (
     STAT_NAMES,
+    CocoEvaluator,
     ResultsError,
+    coco_report,
     detections_to_coco_results,
     evaluate_coco,
     format_metrics_table,
@@ -259,3 +262,97 @@ def test_table_has_a_row_per_iou_type():
     assert lines[0].split() == list(STAT_NAMES)
     assert lines[1].split()[0] == "bbox" and lines[1].split()[1] == "50.00"
     assert lines[2].split()[6] == "-"  # -1: nothing to measure
+
+
+def class_reference(gt_path, results: list[dict], iou_type: str, category_id: int) -> np.ndarray:
+    """Plain pycocotools restricted to one category: its AP and AP50 are that class's."""
+    results = copy.deepcopy(results)
+    for result in results:
+        result.pop("segmentation" if iou_type == "bbox" else "bbox", None)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_path))
+        evaluator = COCOeval(gt, gt.loadRes(results), iou_type)
+        evaluator.params.catIds = [category_id]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator.stats[:2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_class_ap_equals_pycocotools_class_by_class(coco_gt, coco_gt_path, generated, backend):
+    results = generated[3]
+    report = coco_report(coco_gt_path, results, backend=backend)
+    names = {c["id"]: c["name"] for c in coco_gt["categories"]}
+    counts: dict[int, int] = {}
+    for annotation in coco_gt["annotations"]:
+        counts[annotation["category_id"]] = counts.get(annotation["category_id"], 0) + 1
+    # The classes with the most ground truth, and one with a single instance.
+    checked = [*sorted(counts, key=counts.get, reverse=True)[:4], min(counts, key=counts.get)]
+    for iou_type in ("bbox", "segm"):
+        assert len(report.per_class[iou_type]) == len(coco_gt["categories"])
+        for category_id in checked:
+            ours = report.per_class[iou_type][names[category_id]]
+            expected = class_reference(coco_gt_path, results, iou_type, category_id)
+            np.testing.assert_allclose(
+                [ours["AP"], ours["AP50"]], expected, atol=1e-9, err_msg=names[category_id]
+            )
+    # Classes without ground truth among coco128's images say so (-1), not 0.
+    absent = [n for cid, n in names.items() if cid not in counts]
+    assert all(report.per_class["segm"][n]["AP"] == -1 for n in absent)
+    assert report.metrics == evaluate_coco(coco_gt_path, results, backend=backend)
+    worst = report.worst_classes("segm", 3)
+    assert len(worst) == 3 and worst[0][1] <= worst[1][1] <= worst[2][1]
+
+
+def dense_scene(count: int) -> tuple[dict, list[dict]]:
+    """One 400x400 image with ``count`` separate 8x8 squares, and a perfect detection of each."""
+    annotations, results = [], []
+    for index in range(count):
+        y, x = divmod(index, 20)
+        mask = np.zeros((400, 400), dtype=np.uint8)
+        mask[y * 20 : y * 20 + 8, x * 20 : x * 20 + 8] = 1
+        rle = mask_util.encode(np.asfortranarray(mask))
+        rle["counts"] = rle["counts"].decode()
+        box = [x * 20.0, y * 20.0, 8.0, 8.0]
+        annotations.append(
+            {
+                "id": index + 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": box,
+                "area": 64.0,
+                "iscrowd": 0,
+                "segmentation": rle,
+            }
+        )
+        results.append(
+            {"image_id": 1, "category_id": 1, "bbox": box, "score": 0.9, "segmentation": rle}
+        )
+    ground_truth = {
+        "images": [{"id": 1, "height": 400, "width": 400}],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "nucleus"}],
+    }
+    return ground_truth, results
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dense_scene_counts_every_detection_when_max_detections_allows(backend):
+    ground_truth, results = dense_scene(150)
+    dense = evaluate_coco(ground_truth, results, backend=backend, max_detections=150)
+    assert dense["segm_AP"] == pytest.approx(1.0) and dense["bbox_AP"] == pytest.approx(1.0)
+    assert dense["segm_AR100"] == pytest.approx(1.0)  # recall at the last maxDets
+    capped = evaluate_coco(ground_truth, results, backend=backend)  # COCO's 100
+    assert capped["segm_AP"] < 0.7 and capped["segm_AR100"] == pytest.approx(100 / 150)
+
+
+def test_validation_warns_when_an_image_holds_more_instances_than_max_detections(caplog):
+    ground_truth, _ = dense_scene(150)
+    with caplog.at_level("WARNING"):
+        CocoEvaluator(ground_truth, Categories.from_names(["nucleus"]), max_detections=100)
+    assert "more than 100 ground-truth instances (image 1: 150)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        CocoEvaluator(ground_truth, Categories.from_names(["nucleus"]), max_detections=150)
+    assert "ground-truth instances" not in caplog.text

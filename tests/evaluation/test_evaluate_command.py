@@ -81,6 +81,32 @@ def test_results_file_on_coco128_equals_pycocotools(tmp_path, coco128_dir, coco_
     assert json.loads(output.read_text())["metrics"] == metrics
 
 
+def test_per_class_ap_is_printed_and_written(tmp_path, coco128_dir, coco_gt, coco_gt_path, capsys):
+    detections, image_ids, category_ids = detections_from_ground_truth(coco_gt, seed=7)
+    names = {c["id"]: c["name"] for c in coco_gt["categories"]}
+    categories = Categories(tuple(names[c] for c in category_ids), tuple(category_ids))
+    results_path = tmp_path / "detections.json"
+    results_path.write_text(
+        json.dumps(detections_to_coco_results(detections, image_ids, categories))
+    )
+    output = tmp_path / "metrics.json"
+    cfg = compose_config(
+        [*coco_overrides(coco128_dir), f"results={results_path}", f"output={output}"],
+        output_dir=tmp_path,
+        config_name="evaluate",
+    )
+    evaluate(cfg)
+    printed = capsys.readouterr().out
+    written = json.loads(output.read_text())["per_class"]
+    assert set(written["segm"]) == set(names.values()) and set(written["bbox"]) == set(
+        names.values()
+    )
+    person = written["segm"]["person"]
+    assert 0 < person["AP"] < person["AP50"] <= 1
+    assert "Per class (%), weakest first:" in printed
+    assert f"person{' ' * 10}" in printed and f"{100 * person['AP']:.2f}" in printed
+
+
 def test_box_only_results_evaluate_bbox(tmp_path, coco128_dir, coco_gt):
     ann = next(a for a in coco_gt["annotations"] if not a["iscrowd"])
     results = [{k: ann[k] for k in ("image_id", "category_id", "bbox")} | {"score": 0.9}]
