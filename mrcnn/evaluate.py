@@ -100,10 +100,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ground_truth = ground_truth_for(val_set, categories)
     info: dict[str, Any] = {"num_images": len(val_set)}
 
-    max_detections = int(cfg.max_detections)
+    max_detections = int(cfg.get("max_detections") or 100)  # null: COCO's 100
     if inference is not None:
         ensure_classes_match(model_categories, categories)
-        keep_detections(inference, max_detections)
+        if cfg.get("max_detections"):
+            keep_detections(inference, max_detections)
         results, image_ids = predict_results(
             inference, val_set, categories, num_workers=int(cfg.num_workers)
         )

@@ -117,8 +117,8 @@ def build_module(cfg: DictConfig, categories: Categories) -> MaskRCNNModule:
     validation counts (``evaluation.max_detections``)."""
     node = plain(cfg.model)
     kept = node["detector"].get("box_detections_per_img", 100)
-    wanted = (cfg.get("evaluation") or {}).get("max_detections", 100)
-    if wanted > kept:
+    wanted = (cfg.get("evaluation") or {}).get("max_detections")
+    if wanted and wanted > kept:
         log.info(
             "model.detector.box_detections_per_img=%d raised to evaluation.max_detections=%d.",
             kept,
@@ -167,7 +167,7 @@ def validation_callbacks(evaluation: DictConfig, datamodule: DetectionDataModule
             categories,
             mask_threshold=evaluation.mask_threshold,
             backend=evaluation.backend,
-            max_detections=evaluation.max_detections,
+            max_detections=evaluation.get("max_detections") or 100,
         )
         callbacks.append(CocoMetrics(evaluator))
     if evaluation.image_panels:
