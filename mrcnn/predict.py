@@ -5,7 +5,8 @@ Writes to ``output``:
 - ``<image stem>.png`` per image: the image with the masks, boxes, class names and scores drawn
   (``<file name>.png``, e.g. ``a.jpg.png``, when two inputs share a stem);
 - ``predictions.json``: COCO results for the whole input (``image_id``, ``category_id`` = the data
-  set's own category id, ``bbox`` [x, y, w, h] in pixels, ``score``, ``segmentation`` as RLE);
+  set's own category id, ``bbox`` [x, y, w, h] in pixels, ``score``, ``segmentation`` as RLE, or
+  with ``mask_format=polygon`` as COCO polygons, RLE where a mask has no polygon form);
 - ``images.json``: ``{"images": [{"id", "file_name", "height", "width"}], "categories": [...],
   "info": {...}}``, which maps every ``image_id`` back to its file, and is also a COCO ground-truth
   skeleton that pycocotools' ``COCO.loadRes`` accepts. ``info.skipped`` lists unreadable files.
@@ -18,7 +19,9 @@ read, so an unreadable file keeps its number (with no results) and the others do
 
 Images are read as training reads them (:mod:`mrcnn.data.images`): turned upright by their EXIF
 orientation, so boxes, masks and ``images.json`` sizes are in the frame the model was trained
-and annotated in. The model runs through :mod:`mrcnn.inference`, as in ``mrcnn.evaluate``.
+and annotated in. The model runs through :mod:`mrcnn.inference`, as in ``mrcnn.evaluate``; with
+``tile_size`` set, its back end is wrapped in :class:`mrcnn.tiling.TiledBackend` (sliced
+inference on images larger than a tile).
 
 ``score_threshold`` filters what is drawn AND what is written; ``mask_threshold`` binarises mask
 probabilities for both. Unreadable images are skipped with a warning naming them, and counted in
@@ -47,9 +50,10 @@ from tqdm import tqdm
 from mrcnn.data.errors import DataError
 from mrcnn.data.images import IMAGE_EXTENSIONS, read_image
 from mrcnn.errors import UserError
-from mrcnn.evaluation.coco import detections_to_coco_results
+from mrcnn.evaluation.coco import check_mask_format, detections_to_coco_results
 from mrcnn.io import write_json_atomically
 from mrcnn.runner import checkpoint_inference, command
+from mrcnn.tiling import TiledBackend, check_tiling
 from mrcnn.visualize import draw_prediction
 
 log = logging.getLogger(__name__)
@@ -186,9 +190,21 @@ def predict(cfg: DictConfig) -> PredictSummary:
     names = drawn_names(files)
     image_ids = image_ids_for(files, cfg.get("image_ids_from"))
     output = prepare_output(cfg.output, files, names, bool(cfg.draw))
+    check_mask_format(cfg.mask_format)
+    if cfg.tile_size is not None:
+        check_tiling(cfg.tile_size, cfg.tile_overlap)
     inference, categories = checkpoint_inference(
         cfg.ckpt_path, cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold
     )
+    if cfg.tile_size is not None:  # sliced inference: the same contract, tile by tile
+        inference.backend = TiledBackend(
+            inference.backend,
+            cfg.tile_size,
+            cfg.tile_overlap,
+            int(cfg.batch_size),
+            mask_threshold=mask_threshold,
+            score_threshold=score_threshold,
+        )
     log.info(
         "Predicting %d image(s) from %s with %s (classes %s) on %s.",
         len(files),
@@ -221,7 +237,16 @@ def predict(cfg: DictConfig) -> PredictSummary:
                 continue
             detections = inference([item["image"] for item in readable])
             ids = [image_ids[item["index"]] for item in readable]
-            results.extend(detections_to_coco_results(detections, ids, categories, mask_threshold))
+            results.extend(
+                detections_to_coco_results(
+                    detections,
+                    ids,
+                    categories,
+                    mask_threshold,
+                    cfg.mask_format,
+                    float(cfg.polygon_tolerance),
+                )
+            )
             for item, image_id, detection in zip(readable, ids, detections, strict=True):
                 index, image = item["index"], item["image"]
                 images_info.append(
@@ -250,6 +275,9 @@ def predict(cfg: DictConfig) -> PredictSummary:
                 "input": str(cfg.input),
                 "score_threshold": score_threshold,
                 "mask_threshold": mask_threshold,
+                "mask_format": cfg.mask_format,
+                "tile_size": cfg.tile_size,
+                "tile_overlap": cfg.tile_overlap if cfg.tile_size is not None else None,
                 "skipped": [
                     {"file_name": path.name, "id": image_ids[files.index(path)], "error": error}
                     for path, error in summary.skipped
@@ -273,6 +301,14 @@ def predict(cfg: DictConfig) -> PredictSummary:
         summary.images_path,
         f"; drawn PNGs in {output}" if cfg.draw else "",
     )
+    as_rle = sum(isinstance(r.get("segmentation"), dict) for r in results)
+    if cfg.mask_format == "polygon" and as_rle:
+        log.info(
+            "%d of %d mask(s) written as RLE: no polygon of 3+ points, or holes a polygon "
+            "cannot cut.",
+            as_rle,
+            len(results),
+        )
     if summary.skipped:
         log.warning(
             "%d image(s) skipped (unreadable): %s",

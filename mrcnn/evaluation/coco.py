@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 from mrcnn.data.categories import Categories
 from mrcnn.data.coco import CocoDataset, load_json
 from mrcnn.data.errors import DataError
+from mrcnn.data.polygons import mask_to_polygons
 from mrcnn.data.wrappers import unwrap_dataset
 from mrcnn.errors import ConfigError, UserError
 
@@ -62,6 +63,8 @@ STAT_NAMES = (
     "ARl",
 )
 BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
+# How detections_to_coco_results writes masks: RLE, or COCO polygons (RLE where none fits).
+MASK_FORMATS = ("rle", "polygon")
 
 
 class ResultsError(UserError, ValueError):
@@ -84,6 +87,12 @@ def encode_masks(masks: Tensor | np.ndarray) -> list[dict[str, Any]]:
     return rles
 
 
+def check_mask_format(mask_format: str) -> None:
+    """Raise :class:`~mrcnn.errors.ConfigError` unless ``mask_format`` is rle or polygon."""
+    if mask_format not in MASK_FORMATS:
+        raise ConfigError(f"mask_format={mask_format!r}: choose one of {list(MASK_FORMATS)}.")
+
+
 def xyxy_to_xywh(boxes: Tensor) -> Tensor:
     """COCO boxes ``[x, y, width, height]`` from torchvision's ``[x1, y1, x2, y2]``."""
     return torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
@@ -94,14 +103,19 @@ def detections_to_coco_results(
     image_ids: list[int],
     categories: Categories,
     mask_threshold: float = 0.5,
+    mask_format: str = "rle",
+    polygon_tolerance: float = 0.5,
 ) -> list[dict]:
     """COCO results (one dict per detection) from torchvision Mask R-CNN outputs.
 
     Boxes become xywh, labels become the data set's own category ids, masks (probabilities
     [N,1,H,W] at the image's size) are thresholded (``> mask_threshold``, as torchvision's
-    reference does) and RLE-encoded. Everything is cast to float32 first: under bf16 autocast
-    the model returns bf16 boxes, which lose pixels.
+    reference does) and RLE-encoded, or with ``mask_format="polygon"`` traced as COCO polygons
+    simplified to ``polygon_tolerance`` pixels (:func:`mrcnn.data.polygons.mask_to_polygons`;
+    a mask no polygon can express, empty or with large holes, stays RLE). Everything is cast to
+    float32 first: under bf16 autocast the model returns bf16 boxes, which lose pixels.
     """
+    check_mask_format(mask_format)
     if len(detections) != len(image_ids):
         raise ValueError(f"{len(detections)} detections for {len(image_ids)} image ids.")
     results: list[dict] = []
@@ -115,7 +129,11 @@ def detections_to_coco_results(
             masks = masks.detach().float().cpu()
             if masks.ndim == 4:
                 masks = masks[:, 0]
-            rles = encode_masks(masks > mask_threshold)
+            binary = masks > mask_threshold
+            rles = encode_masks(binary)
+            if mask_format == "polygon":
+                for index, mask in enumerate(binary.numpy()):
+                    rles[index] = mask_to_polygons(mask, polygon_tolerance) or rles[index]
         for box, score, label, rle in zip(boxes, scores, labels, rles, strict=True):
             result = {
                 "image_id": int(image_id),
@@ -284,10 +302,11 @@ def check_results(results: list[dict], ground_truth: dict, source: str = "result
             or not all(isinstance(v, int | float) for v in bbox)
         ):
             raise ResultsError(f"{source}: entry {index} has bbox {bbox!r}; expected [x, y, w, h].")
-        if segm is not None and not (isinstance(segm, dict) and {"size", "counts"} <= set(segm)):
+        if segm is not None and not (_is_rle(segm) or _is_polygons(segm)):
             raise ResultsError(
-                f"{source}: entry {index} has a segmentation that is not an RLE "
-                "({'size': [h, w], 'counts': ...}); COCO mask results must be RLE-encoded."
+                f"{source}: entry {index} has a segmentation that is neither an RLE "
+                "({'size': [h, w], 'counts': ...}) nor COCO polygons ([[x1, y1, x2, y2, ...], "
+                "...], 3 points or more each)."
             )
         if bbox is None and segm is None:
             raise ResultsError(f"{source}: entry {index} has neither 'bbox' nor 'segmentation'.")
@@ -328,25 +347,58 @@ def resolve_backend(backend: str = "auto") -> str:
     return backend
 
 
-def _results_for(results: Iterable[dict], iou_type: str) -> list[dict]:
-    """Copies of the results as ``loadRes`` must see them for one IoU type."""
+def _is_rle(segm: Any) -> bool:
+    return isinstance(segm, dict) and {"size", "counts"} <= set(segm)
+
+
+def _is_polygons(segm: Any) -> bool:
+    return (
+        isinstance(segm, list)
+        and len(segm) > 0
+        and all(
+            isinstance(p, list | tuple)
+            and len(p) >= 6
+            and len(p) % 2 == 0
+            and all(isinstance(v, int | float) for v in p)
+            for p in segm
+        )
+    )
+
+
+def _results_for(
+    results: Iterable[dict], iou_type: str, sizes: dict[int, tuple[int, int]]
+) -> list[dict]:
+    """Copies of the results as ``loadRes`` must see them for one IoU type.
+
+    Polygons become RLEs at their image's size (``sizes``: image id -> (height, width)):
+    ``loadRes`` computes mask areas and boxes of RLEs only.
+    """
     prepared = []
     for result in results:
         result = dict(result)
+        segm = result.pop("segmentation", None)
+        if isinstance(segm, list) and result["image_id"] not in sizes:
+            raise ResultsError(
+                f"Image {result['image_id']} has polygon results but no height and width in the "
+                "ground truth: polygons are rasterised at the image's size."
+            )
+        if segm is not None:
+            segm = _bytes_rle(segm, sizes.get(result["image_id"]))
         if iou_type == "segm":
             # With a bbox key, loadRes would set area = box area for mask results.
             result.pop("bbox", None)
-        else:
-            segm = result.pop("segmentation", None)
-            if "bbox" not in result and segm is not None:
-                result["bbox"] = mask_util.toBbox(_bytes_rle(segm)).tolist()
-        if iou_type == "segm":
-            result["segmentation"] = _bytes_rle(result["segmentation"])
+            result["segmentation"] = segm
+        elif "bbox" not in result and segm is not None:
+            result["bbox"] = mask_util.toBbox(segm).tolist()
         prepared.append(result)
     return prepared
 
 
-def _bytes_rle(rle: dict) -> dict:
+def _bytes_rle(rle: dict | list, size: tuple[int, int] | None = None) -> dict:
+    """A pycocotools RLE (bytes counts) from an RLE or from polygons on an image of ``size``."""
+    if isinstance(rle, list):  # COCO polygons: the parts of one instance, merged
+        height, width = size
+        return mask_util.merge(mask_util.frPyObjects(rle, height, width))
     counts = rle["counts"]
     if isinstance(counts, list):  # uncompressed RLE, as some tools write it
         height, width = rle["size"]
@@ -462,8 +514,9 @@ def coco_report(
     with contextlib.redirect_stdout(output):
         gt = _ground_truth_api(coco_cls, ground_truth)
         selected = sorted(gt.getImgIds() if image_ids is None else set(image_ids))
+        sizes = {i["id"]: (i["height"], i["width"]) for i in ground_truth["images"] if "width" in i}
         for iou_type in iou_types:
-            dt = _load_results(coco_cls, gt, _results_for(results, iou_type))
+            dt = _load_results(coco_cls, gt, _results_for(results, iou_type, sizes))
             evaluator = (
                 eval_cls(gt, dt, iouType=iou_type, print_function=print)
                 if backend == "faster_coco_eval"
