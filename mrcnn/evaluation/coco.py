@@ -457,17 +457,11 @@ class CocoReport:
         return sorted(scored, key=lambda item: item[1])[:count]
 
 
-def evaluate_coco(
-    ground_truth: dict | str | Path,
-    results: list[dict],
-    iou_types: Sequence[str] = IOU_TYPES,
-    backend: str = "auto",
-    image_ids: Iterable[int] | None = None,
-    max_detections: int = 100,
-) -> dict[str, float]:
-    """COCOeval's 12 summary numbers per IoU type, e.g. ``bbox_AP`` ... ``segm_ARl``
-    (:func:`coco_report`'s ``metrics``; see there for the arguments)."""
-    return coco_report(ground_truth, results, iou_types, backend, image_ids, max_detections).metrics
+def evaluate_coco(ground_truth: dict | str | Path, results: list[dict], **options: Any) -> dict:
+    """COCOeval's 12 summary numbers per IoU type, e.g. ``bbox_AP`` ... ``segm_ARl``: the
+    ``metrics`` of :func:`coco_report`, which takes the same arguments (``iou_types``,
+    ``backend``, ``image_ids``, ``max_detections``)."""
+    return coco_report(ground_truth, results, **options).metrics
 
 
 def coco_report(
