@@ -376,12 +376,12 @@ def test_exif_rotated_jpeg_is_predicted_and_evaluated_upright(
     )
     scored = []
 
-    def recording_evaluate_coco(ground_truth, results, **options):
+    def recording_coco_report(ground_truth, results, **options):
         scored.extend(results)
-        return real_evaluate_coco(ground_truth, results, **options)
+        return real_coco_report(ground_truth, results, **options)
 
-    real_evaluate_coco = mrcnn.evaluate.evaluate_coco
-    monkeypatch.setattr(mrcnn.evaluate, "evaluate_coco", recording_evaluate_coco)
+    real_coco_report = mrcnn.evaluate.coco_report
+    monkeypatch.setattr(mrcnn.evaluate, "coco_report", recording_coco_report)
     split = [f"images={folder}", f"annotations={annotations}"]
     mrcnn.evaluate.evaluate(
         compose_config(
