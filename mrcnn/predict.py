@@ -1,5 +1,8 @@
 """`python -m mrcnn.predict ckpt_path=FILE input=IMAGE_OR_DIR output=DIR`: detections for images.
 
+``model_path=model.onnx`` (or ``.pt``) instead of ``ckpt_path=`` runs a model from ``mrcnn.export``
+and writes the same files.
+
 Writes to ``output``:
 
 - ``<image stem>.png`` per image: the image with the masks, boxes, class names and scores drawn
@@ -49,7 +52,7 @@ from mrcnn.data.images import IMAGE_EXTENSIONS, read_image
 from mrcnn.errors import UserError
 from mrcnn.evaluation.coco import detections_to_coco_results
 from mrcnn.io import write_json_atomically
-from mrcnn.runner import checkpoint_inference, command
+from mrcnn.runner import command, configured_inference
 from mrcnn.visualize import draw_prediction
 
 log = logging.getLogger(__name__)
@@ -186,14 +189,12 @@ def predict(cfg: DictConfig) -> PredictSummary:
     names = drawn_names(files)
     image_ids = image_ids_for(files, cfg.get("image_ids_from"))
     output = prepare_output(cfg.output, files, names, bool(cfg.draw))
-    inference, categories = checkpoint_inference(
-        cfg.ckpt_path, cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold
-    )
+    inference, categories, source = configured_inference(cfg, score_threshold, mask_threshold)
     log.info(
         "Predicting %d image(s) from %s with %s (classes %s) on %s.",
         len(files),
         cfg.input,
-        cfg.ckpt_path,
+        source,
         list(categories.names),
         inference.backend.device,
     )
@@ -246,7 +247,7 @@ def predict(cfg: DictConfig) -> PredictSummary:
         {
             "info": {
                 "description": "mrcnn.predict: image ids of predictions.json",
-                "checkpoint": str(cfg.ckpt_path),
+                "checkpoint": source,
                 "input": str(cfg.input),
                 "score_threshold": score_threshold,
                 "mask_threshold": mask_threshold,

@@ -42,7 +42,7 @@ from mrcnn.data.datamodule import DetectionDataModule
 from mrcnn.errors import EXIT_USER_ERROR, ConfigError, find_user_error, user_message
 from mrcnn.evaluation.coco import ground_truth_for
 from mrcnn.evaluation.evaluator import CocoEvaluator
-from mrcnn.inference import Inference, TorchBackend
+from mrcnn.inference import Inference, OnnxBackend, TorchBackend, TorchScriptBackend
 from mrcnn.model.checkpoint import load_module
 from mrcnn.model.module import MaskRCNNModule
 from mrcnn.precision import resolve_device, resolve_precision
@@ -243,6 +243,62 @@ def checkpoint_inference(
         mask_threshold=float(mask_threshold),
     )
     return inference, module.categories
+
+
+def exported_inference(
+    model_path: str | Path,
+    device: str,
+    precision: str | int,
+    batch_size: int,
+    score_threshold: float = 0.0,
+    mask_threshold: float = 0.5,
+) -> tuple[Inference, Categories]:
+    """A model from ``python -m mrcnn.export`` (``.onnx``: ONNX Runtime on the CPU; ``.pt``:
+    TorchScript on ``device``) behind :class:`~mrcnn.inference.Inference`, and its classes from
+    its sidecar ``<model>.json``; what ``evaluate`` and ``predict`` run for ``model_path=FILE``."""
+    from mrcnn.export import read_sidecar
+
+    info = read_sidecar(model_path)
+    chosen_device = resolve_device(str(device))
+    if resolve_precision(precision, chosen_device.type) != "32-true":
+        raise ConfigError(
+            f"precision={precision}: an exported model ({model_path}) runs in float32 as it was "
+            "exported; drop precision= (or give ckpt_path= to run the checkpoint in it)."
+        )
+    if info["format"] == "onnx":
+        if chosen_device.type != "cpu":
+            log.info(
+                "model=%s runs in ONNX Runtime on the CPU (device=%s unused).", model_path, device
+            )
+        backend = OnnxBackend(model_path)
+    else:
+        backend = TorchScriptBackend(model_path, chosen_device)
+    inference = Inference(
+        backend,
+        batch_size=int(batch_size),
+        score_threshold=float(score_threshold),
+        mask_threshold=float(mask_threshold),
+    )
+    return inference, Categories.from_dict(info["categories"])
+
+
+def configured_inference(
+    cfg: DictConfig, score_threshold: float, mask_threshold: float
+) -> tuple[Inference, Categories, str]:
+    """The model a command's ``ckpt_path=`` (a checkpoint) or ``model_path=`` (an exported
+    model; a ``.ckpt`` there counts as ``ckpt_path``) names, exactly one of them, with its
+    classes and the path it came from. (Not ``model=``: that picks the ``conf/model`` group.)"""
+    ckpt_path, model = cfg.get("ckpt_path"), cfg.get("model_path")
+    if (ckpt_path is None) == (model is None):
+        raise ConfigError(
+            "Give exactly one of ckpt_path=FILE.ckpt (a checkpoint from mrcnn.train) or "
+            "model_path=FILE.onnx|FILE.pt (a model from mrcnn.export)"
+            + (", not both." if ckpt_path is not None else ".")
+        )
+    source = str(ckpt_path if ckpt_path is not None else model)
+    load = checkpoint_inference if Path(source).suffix == ".ckpt" else exported_inference
+    settings = (cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold)
+    return (*load(source, *settings), source)
 
 
 def require(cfg: DictConfig, *keys: str, why: str) -> None:
