@@ -52,6 +52,7 @@ DEFAULT_OPSET = 17
 INPUT_NAMES = ["image"]
 OUTPUT_NAMES = ["boxes", "labels", "scores", "masks"]
 SIDECAR_VERSION = 1
+EXPORT_HINT = "`python -m mrcnn.export ckpt_path=FILE output=model.onnx` writes one"
 
 
 class ExportError(UserError, ValueError):
@@ -244,13 +245,9 @@ def write_sidecar(model_path: Path, info: dict[str, Any]) -> Path:
 
 def read_sidecar(model_path: str | Path) -> dict[str, Any]:
     """An exported model's sidecar (``<model>.json``), checked enough to rebuild its classes."""
-    model = Path(model_path)
-    if not model.is_file():
-        raise FileNotFoundError(
-            f"model_path={model_path}: no such file. `python -m mrcnn.export ckpt_path=FILE "
-            "output=model.onnx` writes one (and its model.onnx.json)."
-        )
-    path = sidecar_path(model)
+    path = sidecar_path(model_path)
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(f"{model_path}: no such file ({EXPORT_HINT}, and its .json).")
     try:
         info = json.loads(path.read_text())
         Categories.from_dict(info["categories"])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import lightning as L
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
@@ -232,62 +233,58 @@ def checkpoint_inference(
     mask_threshold: float = 0.5,
 ) -> tuple[Inference, Categories]:
     """A checkpoint's model on ``device`` behind :class:`~mrcnn.inference.Inference`, and its
-    classes: what ``evaluate`` and ``predict`` run. Bad settings fail before the model loads."""
+    classes: what ``evaluate`` and ``predict`` run. Bad settings fail before the model loads.
+
+    A model from ``python -m mrcnn.export`` (``.onnx``, ``.pt``) runs the same way
+    (:func:`exported_backend`), its classes read from its sidecar ``<model>.json``."""
     chosen_device = resolve_device(str(device))
     chosen_precision = resolve_precision(precision, chosen_device.type)
-    module = load_module(ckpt_path, map_location=chosen_device)
-    inference = Inference(
-        TorchBackend(module.model, chosen_device, chosen_precision),
-        batch_size=int(batch_size),
-        score_threshold=float(score_threshold),
-        mask_threshold=float(mask_threshold),
-    )
-    return inference, module.categories
-
-
-def exported_inference(
-    model_path: str | Path,
-    device: str,
-    precision: str | int,
-    batch_size: int,
-    score_threshold: float = 0.0,
-    mask_threshold: float = 0.5,
-) -> tuple[Inference, Categories]:
-    """A model from ``python -m mrcnn.export`` (``.onnx``: ONNX Runtime on the CPU; ``.pt``:
-    TorchScript on ``device``) behind :class:`~mrcnn.inference.Inference`, and its classes from
-    its sidecar ``<model>.json``; what ``evaluate`` and ``predict`` run for ``model_path=FILE``."""
-    from mrcnn.export import read_sidecar
-
-    info = read_sidecar(model_path)
-    chosen_device = resolve_device(str(device))
-    if resolve_precision(precision, chosen_device.type) != "32-true":
-        raise ConfigError(
-            f"precision={precision}: an exported model ({model_path}) runs in float32 as it was "
-            "exported; drop precision= (or give ckpt_path= to run the checkpoint in it)."
-        )
-    if info["format"] == "onnx":
-        if chosen_device.type != "cpu":
-            log.info(
-                "model=%s runs in ONNX Runtime on the CPU (device=%s unused).", model_path, device
-            )
-        backend = OnnxBackend(model_path)
+    if Path(ckpt_path).suffix in EXPORTED_SUFFIXES:
+        backend, categories = exported_backend(ckpt_path, chosen_device, chosen_precision)
     else:
-        backend = TorchScriptBackend(model_path, chosen_device)
+        module = load_module(ckpt_path, map_location=chosen_device)
+        backend = TorchBackend(module.model, chosen_device, chosen_precision)
+        categories = module.categories
     inference = Inference(
         backend,
         batch_size=int(batch_size),
         score_threshold=float(score_threshold),
         mask_threshold=float(mask_threshold),
     )
-    return inference, Categories.from_dict(info["categories"])
+    return inference, categories
+
+
+# What python -m mrcnn.export writes: ONNX (ONNX Runtime) and TorchScript.
+EXPORTED_SUFFIXES = (".onnx", ".pt")
+
+
+def exported_backend(
+    model_path: str | Path, device: torch.device, precision: str
+) -> tuple[OnnxBackend | TorchScriptBackend, Categories]:
+    """A model from ``python -m mrcnn.export`` as a back end (``.onnx``: ONNX Runtime on the
+    CPU; ``.pt``: TorchScript on ``device``) and its classes from its sidecar."""
+    from mrcnn.export import read_sidecar
+
+    info = read_sidecar(model_path)
+    if precision != "32-true":
+        raise ConfigError(
+            f"precision={precision}: an exported model ({model_path}) runs in float32 as it was "
+            "exported; drop precision= (or give ckpt_path= to run the checkpoint in it)."
+        )
+    if info["format"] != "onnx":
+        return TorchScriptBackend(model_path, device), Categories.from_dict(info["categories"])
+    if device.type != "cpu":
+        log.info("%s runs in ONNX Runtime on the CPU (device=%s unused).", model_path, device)
+    return OnnxBackend(model_path), Categories.from_dict(info["categories"])
 
 
 def configured_inference(
     cfg: DictConfig, score_threshold: float, mask_threshold: float
 ) -> tuple[Inference, Categories, str]:
-    """The model a command's ``ckpt_path=`` (a checkpoint) or ``model_path=`` (an exported
-    model; a ``.ckpt`` there counts as ``ckpt_path``) names, exactly one of them, with its
-    classes and the path it came from. (Not ``model=``: that picks the ``conf/model`` group.)"""
+    """The model a command's ``ckpt_path=`` (a checkpoint) or ``model_path=`` (a model from
+    ``mrcnn.export``) names, exactly one of them, with its classes and the path it came from;
+    the file's suffix decides how it runs (:func:`checkpoint_inference`). Not ``model=``: on
+    the command line that picks a ``conf/model`` group option."""
     ckpt_path, model = cfg.get("ckpt_path"), cfg.get("model_path")
     if (ckpt_path is None) == (model is None):
         raise ConfigError(
@@ -296,9 +293,8 @@ def configured_inference(
             + (", not both." if ckpt_path is not None else ".")
         )
     source = str(ckpt_path if ckpt_path is not None else model)
-    load = checkpoint_inference if Path(source).suffix == ".ckpt" else exported_inference
     settings = (cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold)
-    return (*load(source, *settings), source)
+    return (*checkpoint_inference(source, *settings), source)
 
 
 def require(cfg: DictConfig, *keys: str, why: str) -> None:
