@@ -21,6 +21,11 @@ Formats:
 - ``torchscript``: ``torch.jit.script`` (TorchScript is in maintenance mode in PyTorch, but
   loads with libtorch alone, no Python).
 
+Parity caveat: torchvision computes the resize scale in float64 in eager mode but in float32
+when scripted or traced (``transform._resize_image_and_masks``), so for some image sizes the
+exported model resizes one pixel smaller than PyTorch (113x106 -> 127x120, not 128x120) and its
+detections move accordingly; where the scale is exact they match (``tests/test_export.py``).
+
 The sidecar holds the class names and the data set's category ids (``Categories.to_dict()``),
 the model's input size and thresholds, the opset and the versions that made the file.
 """
