@@ -39,6 +39,7 @@ FIGURES = (
     "scale",
     "precision",
     "learning_speed",
+    "export",
 )
 
 

@@ -3,6 +3,8 @@
 - ``ckpt_path=FILE``: the checkpoint alone rebuilds the model and its classes; the classes must
   match the data's; the validation split is predicted through :mod:`mrcnn.inference` (as
   ``mrcnn.predict`` predicts) and scored.
+- ``model_path=FILE.onnx`` (or ``.pt``): a model from ``mrcnn.export``, its classes from its
+  sidecar, run (ONNX Runtime, TorchScript) and scored the same way.
 - ``results=FILE.json``: a COCO results file from ``predict`` or any other tool is scored
   against the same validation split.
 
@@ -37,7 +39,7 @@ from mrcnn.evaluation.coco import (
 from mrcnn.inference import Inference
 from mrcnn.io import write_json_atomically
 from mrcnn.model.checkpoint import ensure_classes_match
-from mrcnn.runner import build_datamodule, checkpoint_inference, command
+from mrcnn.runner import build_datamodule, command, configured_inference
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +83,15 @@ def keep_detections(inference: Inference, count: int) -> None:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate as configured, print the table, write the metrics json; return the metrics."""
-    if (cfg.get("ckpt_path") is None) == (cfg.get("results") is None):
+    if sum(cfg.get(key) is not None for key in ("ckpt_path", "model_path", "results")) != 1:
         raise ConfigError(
-            "Give exactly one of ckpt_path=FILE (evaluate a checkpoint) or results=FILE.json "
-            "(score a COCO results file)."
+            "Give exactly one of ckpt_path=FILE (evaluate a checkpoint), model_path=FILE.onnx|.pt "
+            "(a model from mrcnn.export) or results=FILE.json (score a COCO results file)."
         )
-    # Read the checkpoint first: a bad file fails fast, before any data is touched.
+    # Read the model first: a bad file fails fast, before any data is touched.
     inference = model_categories = None
-    if cfg.get("ckpt_path") is not None:
-        inference, model_categories = checkpoint_inference(
-            cfg.ckpt_path, cfg.device, cfg.precision, cfg.batch_size, 0.0, cfg.mask_threshold
-        )
+    if cfg.get("results") is None:
+        inference, model_categories, source = configured_inference(cfg, 0.0, cfg.mask_threshold)
 
     datamodule = build_datamodule(cfg)
     datamodule.setup("validate")
@@ -109,7 +109,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             inference, val_set, categories, num_workers=int(cfg.num_workers)
         )
         iou_types: tuple[str, ...] = IOU_TYPES
-        info["ckpt_path"] = str(Path(cfg.ckpt_path).resolve())
+        info["ckpt_path" if cfg.get("ckpt_path") is not None else "model_path"] = str(
+            Path(source).resolve()
+        )
     else:
         source = Path(cfg.results)
         results = load_results(source)

@@ -5,9 +5,10 @@
 :func:`mrcnn.model.forward.losses_and_detections`). It wraps a *back end*: anything callable on a
 list of float32 [0,1] RGB images [3,H,W] that returns torchvision-style detections per image
 (``boxes`` XYXY in the image's pixels, ``labels`` 1..K, ``scores``, ``masks`` [N,1,H,W]
-probabilities at the image's size). :class:`TorchBackend` runs a torchvision Mask R-CNN; another
-back end (an exported model, tiling over large images) plugs in as another back end and gets the
-same batching, input scaling and postprocessing. Around the back end, once for all of them:
+probabilities at the image's size). :class:`TorchBackend` runs a torchvision Mask R-CNN,
+:class:`OnnxBackend` and :class:`TorchScriptBackend` a model from ``mrcnn.export``; another
+back end (tiling over large images) plugs in the same way and gets the same batching, input
+scaling and postprocessing. Around the back end, once for all of them:
 
 - at most ``batch_size`` images per back-end call;
 - uint8 images are scaled to float32 [0,1] exactly as training's transforms scale them;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +55,59 @@ class TorchBackend:
         images = [image.to(self.device) for image in images]
         with torch.inference_mode():
             return detect(self.model, images, autocast_context(self.precision, self.device))
+
+
+EXPORTED_OUTPUTS = ("boxes", "labels", "scores", "masks")
+
+
+class OnnxBackend:
+    """A model from ``python -m mrcnn.export format=onnx`` in ONNX Runtime, one session run per
+    image (the model takes one float32 [3,H,W] image).
+
+    ``threads``: ONNX Runtime's intra-op threads (None: torch's ``get_num_threads()``, so both
+    run on the same cores). ``providers``: ONNX Runtime execution providers (None: the CPU).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=list(providers or ["CPUExecutionProvider"])
+        )
+        self.input_name = self.session.get_inputs()[0].name
+        self.device = torch.device("cpu")
+
+    def __call__(self, images: list[Tensor]) -> list[Detections]:
+        return [self.run(image) for image in images]
+
+    def run(self, image: Tensor) -> Detections:
+        feed = {self.input_name: image.detach().cpu().float().contiguous().numpy()}
+        outputs = self.session.run(list(EXPORTED_OUTPUTS), feed)
+        return {k: torch.from_numpy(v) for k, v in zip(EXPORTED_OUTPUTS, outputs, strict=True)}
+
+
+class TorchScriptBackend:
+    """A model from ``python -m mrcnn.export format=torchscript`` (``torch.jit.load``), one
+    call per image, on ``device``, without gradients."""
+
+    def __init__(self, path: str | Path, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = torch.jit.load(str(path), map_location=self.device).eval()
+
+    def __call__(self, images: list[Tensor]) -> list[Detections]:
+        with torch.inference_mode():
+            return [
+                dict(zip(EXPORTED_OUTPUTS, self.model(image.to(self.device)), strict=True))
+                for image in images
+            ]
 
 
 @dataclass

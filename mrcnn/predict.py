@@ -1,5 +1,8 @@
 """`python -m mrcnn.predict ckpt_path=FILE input=IMAGE_OR_DIR output=DIR`: detections for images.
 
+``model_path=model.onnx`` (or ``.pt``) instead of ``ckpt_path=`` runs a model from ``mrcnn.export``
+and writes the same files.
+
 Writes to ``output``:
 
 - ``<image stem>.png`` per image: the image with the masks, boxes, class names and scores drawn
@@ -52,7 +55,7 @@ from mrcnn.data.images import IMAGE_EXTENSIONS, read_image
 from mrcnn.errors import UserError
 from mrcnn.evaluation.coco import check_mask_format, detections_to_coco_results
 from mrcnn.io import write_json_atomically
-from mrcnn.runner import checkpoint_inference, command
+from mrcnn.runner import command, configured_inference
 from mrcnn.tiling import TiledBackend, check_tiling
 from mrcnn.visualize import draw_prediction
 
@@ -193,9 +196,7 @@ def predict(cfg: DictConfig) -> PredictSummary:
     check_mask_format(cfg.mask_format)
     if cfg.tile_size is not None:
         check_tiling(cfg.tile_size, cfg.tile_overlap)
-    inference, categories = checkpoint_inference(
-        cfg.ckpt_path, cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold
-    )
+    inference, categories, source = configured_inference(cfg, score_threshold, mask_threshold)
     if cfg.tile_size is not None:  # sliced inference: the same contract, tile by tile
         inference.backend = TiledBackend(
             inference.backend,
@@ -209,7 +210,7 @@ def predict(cfg: DictConfig) -> PredictSummary:
         "Predicting %d image(s) from %s with %s (classes %s) on %s.",
         len(files),
         cfg.input,
-        cfg.ckpt_path,
+        source,
         list(categories.names),
         inference.backend.device,
     )
@@ -271,7 +272,7 @@ def predict(cfg: DictConfig) -> PredictSummary:
         {
             "info": {
                 "description": "mrcnn.predict: image ids of predictions.json",
-                "checkpoint": str(cfg.ckpt_path),
+                "checkpoint": source,
                 "input": str(cfg.input),
                 "score_threshold": score_threshold,
                 "mask_threshold": mask_threshold,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import lightning as L
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
@@ -42,7 +43,7 @@ from mrcnn.data.datamodule import DetectionDataModule
 from mrcnn.errors import EXIT_USER_ERROR, ConfigError, find_user_error, user_message
 from mrcnn.evaluation.coco import ground_truth_for
 from mrcnn.evaluation.evaluator import CocoEvaluator
-from mrcnn.inference import Inference, TorchBackend
+from mrcnn.inference import Inference, OnnxBackend, TorchBackend, TorchScriptBackend
 from mrcnn.model.checkpoint import load_module
 from mrcnn.model.module import MaskRCNNModule
 from mrcnn.precision import resolve_device, resolve_precision
@@ -244,21 +245,66 @@ def checkpoint_inference(
     mask_threshold: float = 0.5,
 ) -> tuple[Inference, Categories]:
     """A checkpoint's model on ``device`` behind :class:`~mrcnn.inference.Inference`, and its
-    classes: what ``evaluate`` and ``predict`` run. Bad settings fail before the model loads."""
+    classes: what ``evaluate`` and ``predict`` run. Bad settings fail before the model loads.
+
+    A model from ``python -m mrcnn.export`` (``.onnx``, ``.pt``) runs the same way
+    (:func:`exported_backend`), its classes read from its sidecar ``<model>.json``."""
     chosen_device = resolve_device(str(device))
     chosen_precision = resolve_precision(precision, chosen_device.type)
-    module = load_module(ckpt_path, map_location=chosen_device)
+    if Path(ckpt_path).suffix in EXPORTED_SUFFIXES:
+        backend, categories = exported_backend(ckpt_path, chosen_device, chosen_precision)
+    else:
+        module = load_module(ckpt_path, map_location=chosen_device)
+        backend = TorchBackend(module.model, chosen_device, chosen_precision)
+        categories = module.categories
     inference = Inference(
-        TorchBackend(module.model, chosen_device, chosen_precision),
+        backend,
         batch_size=int(batch_size),
         score_threshold=float(score_threshold),
         mask_threshold=float(mask_threshold),
     )
-    return inference, module.categories
+    return inference, categories
 
 
-def require(cfg: DictConfig, *keys: str, why: str) -> None:
-    """Raise a :class:`~mrcnn.errors.ConfigError` naming every key of ``keys`` left null."""
-    missing = [key for key in keys if OmegaConf.select(cfg, key) is None]
-    if missing:
-        raise ConfigError(f"Set {', '.join(f'{k}=...' for k in missing)}: {why}")
+# What python -m mrcnn.export writes: ONNX (ONNX Runtime) and TorchScript.
+EXPORTED_SUFFIXES = (".onnx", ".pt")
+
+
+def exported_backend(
+    model_path: str | Path, device: torch.device, precision: str
+) -> tuple[OnnxBackend | TorchScriptBackend, Categories]:
+    """A model from ``python -m mrcnn.export`` as a back end (``.onnx``: ONNX Runtime on the
+    CPU; ``.pt``: TorchScript on ``device``) and its classes from its sidecar."""
+    from mrcnn.export import read_sidecar
+
+    info = read_sidecar(model_path)
+    if precision != "32-true":
+        raise ConfigError(
+            f"precision={precision}: an exported model ({model_path}) runs in float32 as it was "
+            "exported; drop precision= (or give ckpt_path= to run the checkpoint in it)."
+        )
+    if info["format"] != "onnx":
+        return TorchScriptBackend(model_path, device), Categories.from_dict(info["categories"])
+    if device.type != "cpu":
+        log.info("%s runs in ONNX Runtime on the CPU (device=%s unused).", model_path, device)
+    return OnnxBackend(model_path), Categories.from_dict(info["categories"])
+
+
+def configured_inference(
+    cfg: DictConfig, score_threshold: float, mask_threshold: float
+) -> tuple[Inference, Categories, str]:
+    """The model a command's ``ckpt_path=`` (a checkpoint) or ``model_path=`` (a model from
+    ``mrcnn.export``) names, exactly one of them, with its classes and the path it came from;
+    the file's suffix decides how it runs (:func:`checkpoint_inference`). Not ``model=``: on
+    the command line that picks a ``conf/model`` group option."""
+    ckpt_path, model = cfg.get("ckpt_path"), cfg.get("model_path")
+    if (ckpt_path is None) == (model is None):
+        raise ConfigError(
+            "Give exactly one of ckpt_path=FILE.ckpt (a checkpoint from mrcnn.train) or "
+            "model_path=FILE.onnx|FILE.pt (a model from mrcnn.export)"
+            + (", not both." if ckpt_path is not None else ".")
+        )
+    source = str(ckpt_path if ckpt_path is not None else model)
+    settings = (cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold)
+    return (*checkpoint_inference(source, *settings), source)
+

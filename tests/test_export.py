@@ -1,0 +1,259 @@
+"""Export: a briefly but really trained checkpoint as ONNX and TorchScript, run through ONNX
+Runtime / TorchScript behind the same Inference, gives PyTorch's detections and COCO AP; the
+export, predict and evaluate commands take the exported model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from mrcnn.config import compose_config
+from mrcnn.errors import ConfigError
+from tests.tiny import TINY, run_module
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+# The synthetic set at 128 px; a light model trained long enough to find the shapes, and with
+# box_score_thresh=0 so that every image has detections (up to 20) to compare.
+DATA = [o for o in TINY if o.startswith("data.")] + ["data.val.num_images=4"]
+TRAIN = [
+    *TINY,
+    "data.train.num_images=400",
+    "data.val.num_images=4",
+    "model=light",
+    "model.detector.box_score_thresh=0.0",
+    "logger=none",
+    "trainer.max_steps=200",
+    "trainer.limit_val_batches=0",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """``last.ckpt`` of a 200-step training run on the synthetic set."""
+    from mrcnn.train import train
+
+    run_dir = tmp_path_factory.mktemp("export_train")
+    train(compose_config(TRAIN, output_dir=run_dir))
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory) -> dict:
+    """The checkpoint exported to ONNX and TorchScript (what ``mrcnn.export`` writes)."""
+    from mrcnn.export import export_model
+
+    out = tmp_path_factory.mktemp("exported")
+    return {
+        "onnx": export_model(trained, "onnx", out / "model.onnx"),
+        "torchscript": export_model(trained, "torchscript", out / "model.pt"),
+    }
+
+
+@pytest.fixture(scope="module")
+def val_images() -> list[torch.Tensor]:
+    """The validation images of the data the model was trained on (float [3,H,W]), resized as
+    the model resizes them (long side 128 here): see :data:`RESIZE_CAVEAT`."""
+    from torchvision.transforms.v2 import functional as F
+
+    from mrcnn.runner import build_datamodule
+
+    datamodule = build_datamodule(compose_config(DATA, config_name="evaluate"))
+    datamodule.setup("validate")
+    images = [datamodule.val_set[i][0] for i in range(len(datamodule.val_set))]
+    resized = []
+    for image in images:
+        height, width = image.shape[-2:]
+        scale = 128 / max(height, width)
+        resized.append(F.resize(image, [round(height * scale), round(width * scale)]))
+    return resized
+
+
+# torchvision's GeneralizedRCNNTransform computes its resize scale in float64 in eager mode but
+# in float32 when scripted or traced (transform.py, _resize_image_and_masks), so for some image
+# sizes the exported models resize one pixel smaller: a 113x106 image becomes 127x120 instead of
+# 128x120, which moved boxes by up to 4.8 px and scores by 0.015 on this briefly trained model.
+# Images whose resize scale is exact (already at the model's size, or 96x160 -> 76x128) match.
+RESIZE_CAVEAT = "exported models resize some image sizes 1 px smaller than eager PyTorch"
+
+
+def detections_of(model_path: Path, images: list[torch.Tensor]) -> list[dict]:
+    """Through the one inference path; the file's suffix picks the back end. One image per
+    call, as the exported models run (in a batch PyTorch pads images to a common size)."""
+    from mrcnn.runner import checkpoint_inference
+
+    inference, _ = checkpoint_inference(model_path, "cpu", 32, 1, score_threshold=0.0)
+    return inference(images)
+
+
+def assert_same_detections(reference: dict, candidate: dict) -> int:
+    """Every reference detection has a match (same label, best box IoU) within 1 px, 1e-3 in
+    score and with mask IoU >= 0.99; returns the number of detections compared."""
+    assert len(candidate["scores"]) == len(reference["scores"])
+    if not len(reference["scores"]):
+        return 0
+    overlap = box_iou(reference["boxes"], candidate["boxes"])
+    overlap[reference["labels"][:, None] != candidate["labels"][None, :]] = -1
+    for i, j in enumerate(overlap.argmax(dim=1).tolist()):
+        assert reference["labels"][i] == candidate["labels"][j]
+        assert (reference["boxes"][i] - candidate["boxes"][j]).abs().max() <= 1.0
+        assert abs(float(reference["scores"][i] - candidate["scores"][j])) <= 1e-3
+        a, b = reference["masks"][i], candidate["masks"][j]
+        union = int((a | b).sum())
+        assert union == 0 or int((a & b).sum()) / union >= 0.99
+    return len(reference["scores"])
+
+
+@pytest.mark.slow
+def test_the_sidecar_says_how_to_use_the_model(trained, exported):
+    from mrcnn.model.checkpoint import load_module
+
+    categories = load_module(trained).categories.to_dict()
+    for fmt, summary in exported.items():
+        info = json.loads(summary.sidecar.read_text())
+        assert summary.sidecar == summary.output.with_name(summary.output.name + ".json")
+        assert info["format"] == fmt and info["categories"] == categories
+        assert info["input"]["min_size"] == [128] and info["input"]["max_size"] == 128
+        assert info["thresholds"]["box_score_thresh"] == 0.0
+        assert info["thresholds"]["box_detections_per_img"] == 20
+        assert {"mrcnn", "torch", "torchvision"} <= set(info["versions"])
+        assert summary.size_bytes == summary.output.stat().st_size > 0
+    assert json.loads(exported["onnx"].sidecar.read_text())["opset"] == 17
+    assert json.loads(exported["onnx"].sidecar.read_text())["versions"]["onnx"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_model_detects_what_pytorch_detects(fmt, trained, exported, val_images):
+    reference = detections_of(trained, val_images)
+    candidate = detections_of(exported[fmt].output, val_images)
+    compared = sum(map(assert_same_detections, reference, candidate))
+    assert compared >= len(val_images)  # the trained model detects something on every image
+
+
+@pytest.mark.slow
+def test_exported_model_takes_other_sizes_and_blank_images(trained, exported):
+    image = torch.rand(3, 96, 160)
+    images = [image, torch.zeros(3, 128, 128)]
+    reference = detections_of(trained, images)
+    for summary in exported.values():
+        candidate = detections_of(summary.output, images)
+        for ref, cand in zip(reference, candidate, strict=True):
+            assert_same_detections(ref, cand)
+            assert cand["masks"].shape[-2:] == ref["masks"].shape[-2:]
+
+
+@pytest.mark.slow
+def test_evaluate_scores_the_exported_models_as_the_checkpoint(trained, exported, tmp_path):
+    from mrcnn.evaluate import evaluate
+
+    def metrics(source: str) -> dict:
+        cfg = compose_config(
+            [*DATA, source, f"output={tmp_path / 'metrics.json'}"],
+            output_dir=tmp_path,
+            config_name="evaluate",
+        )
+        return evaluate(cfg)
+
+    # On the native validation images (96-117 px, resized to 128 by the model) the checkpoint
+    # and the exported models differ by RESIZE_CAVEAT: measured bbox AP 0.0205 (checkpoint)
+    # against 0.0299 (exported) for this briefly trained model. ONNX and TorchScript resize
+    # alike and must agree.
+    checkpoint = metrics(f"ckpt_path={trained}")
+    scored = {fmt: metrics(f"model_path={s.output}") for fmt, s in exported.items()}
+    assert scored["onnx"]["bbox_AP50"] > 0 and scored["onnx"]["segm_AP50"] > 0
+    for key in ("bbox_AP", "segm_AP"):
+        assert scored["onnx"][key] == pytest.approx(scored["torchscript"][key], abs=0.005), key
+        assert abs(scored["onnx"][key] - checkpoint[key]) < 0.05, key  # see above
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["model_path"] == str(exported["torchscript"].output.resolve())
+
+
+@pytest.mark.slow
+def test_export_and_predict_commands(trained, exported, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "cli"
+    run_module(
+        "mrcnn.export",
+        f"ckpt_path={trained}",
+        "format=onnx",
+        f"output={out / 'model.onnx'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert (out / "model.onnx").is_file() and (out / "model.onnx.json").is_file()
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(2):
+        pixels = (torch.rand(3, 128, 128) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        Image.fromarray(pixels).save(images / f"{index}.png")
+    common = [f"input={images}", "score_threshold=0.0", f"hydra.run.dir={tmp_path / 'run'}"]
+    written = {}
+    for name, source in (
+        ("onnx", f"model_path={out / 'model.onnx'}"),
+        ("ckpt", f"ckpt_path={trained}"),
+    ):
+        run_module("mrcnn.predict", source, *common, f"output={tmp_path / name}", cwd=tmp_path)
+        assert {p.name for p in (tmp_path / name).iterdir()} == {
+            "0.png",
+            "1.png",
+            "predictions.json",
+            "images.json",
+        }
+        written[name] = json.loads((tmp_path / name / "predictions.json").read_text())
+    assert len(written["onnx"]) == len(written["ckpt"]) > 0
+    key = lambda r: (r["image_id"], r["category_id"], round(r["score"], 2))  # noqa: E731
+    pairs = zip(sorted(written["onnx"], key=key), sorted(written["ckpt"], key=key), strict=True)
+    for onnx, ckpt in pairs:
+        assert onnx["image_id"] == ckpt["image_id"] and onnx["category_id"] == ckpt["category_id"]
+        assert max(abs(a - b) for a, b in zip(onnx["bbox"], ckpt["bbox"], strict=True)) <= 1.0
+
+
+def test_user_errors_name_the_fix(tmp_path):
+    from PIL import Image
+
+    from mrcnn.export import ExportError, export_model
+    from mrcnn.predict import predict
+
+    with pytest.raises(ConfigError, match=r"format=tflite.*onnx, torchscript"):
+        export_model(tmp_path / "any.ckpt", "tflite", tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export_model(tmp_path / "missing.ckpt", "onnx", tmp_path / "m.onnx")
+
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    Image.new("RGB", (32, 32)).save(image_dir / "a.png")
+
+    def run_predict(*overrides: str):
+        cfg = compose_config(
+            [f"input={image_dir}", f"output={tmp_path / 'o'}", *overrides], config_name="predict"
+        )
+        return predict(cfg)
+
+    model = tmp_path / "model.onnx"
+    with pytest.raises(FileNotFoundError, match=r"model.onnx: no such file"):
+        run_predict(f"model_path={model}")
+    model.write_bytes(b"not read before the sidecar")
+    with pytest.raises(ExportError, match="no sidecar"):
+        run_predict(f"model_path={model}")
+    for overrides in ([], ["ckpt_path=x.ckpt", f"model_path={model}"]):
+        with pytest.raises(ConfigError, match=r"exactly one of ckpt_path=.* or model_path="):
+            run_predict(*overrides)
+    sidecar = {"format": "onnx", "categories": {"names": ["a"], "dataset_ids": [7]}}
+    (tmp_path / "model.onnx.json").write_text(json.dumps(sidecar))
+    with pytest.raises(ConfigError, match="precision=bf16"):
+        run_predict(f"model_path={model}", "precision=bf16")
+
+
+def test_export_command_reports_a_bad_format_in_one_line(tmp_path):
+    from tests.test_errors import assert_one_message, run_command
+
+    done = run_command("mrcnn.export", "ckpt_path=x.ckpt", "format=tflite", cwd=tmp_path)
+    assert_one_message(done, "mrcnn.export", "format=tflite", "onnx, torchscript")
