@@ -307,4 +307,3 @@ def configured_inference(
     source = str(ckpt_path if ckpt_path is not None else model)
     settings = (cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold)
     return (*checkpoint_inference(source, *settings), source)
-
