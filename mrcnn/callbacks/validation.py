@@ -9,10 +9,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from mrcnn.evaluation.evaluator import CocoEvaluator
+from mrcnn.loggers import log_image
 from mrcnn.visualize import draw_prediction, draw_target, panel_grid, side_by_side
 
 log = logging.getLogger(__name__)
@@ -115,11 +115,7 @@ class ImagePanels(ValidationDetections):
         if trainer.sanity_checking or not self._panels:
             return
         grid = panel_grid(self._panels, columns=1)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(
-                    "val/ground_truth_vs_prediction", grid, trainer.global_step
-                )
+        log_image(trainer.loggers, "val/ground_truth_vs_prediction", grid, trainer.global_step)
 
 
 class ValidationRandomStateGuard(Callback):
