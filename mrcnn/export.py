@@ -22,10 +22,12 @@ Formats:
 - ``torchscript``: ``torch.jit.script`` (TorchScript is in maintenance mode in PyTorch, but
   loads with libtorch alone, no Python).
 
-Parity caveat: torchvision computes the resize scale in float64 in eager mode but in float32
-when scripted or traced (``transform._resize_image_and_masks``), so for some image sizes the
-exported model resizes one pixel smaller than PyTorch (113x106 -> 127x120, not 128x120) and its
-detections move accordingly; where the scale is exact they match (``tests/test_export.py``).
+Parity: torchvision computes the resize scale in float64 in eager mode but in float32 when
+scripted or traced, so exported models used to resize some image sizes one pixel smaller than
+PyTorch (113x106 -> 127x120, not 128x120) and their detections moved. The exported model's input
+transform is :class:`mrcnn.model.export_transform.EagerSizeTransform`, which computes the size in
+float64 on every path: ONNX Runtime and TorchScript give PyTorch's detections and COCO AP on any
+image size (``tests/test_export.py``).
 
 The sidecar holds the class names and the data set's category ids (``Categories.to_dict()``),
 the model's input size and thresholds, the opset and the versions that made the file.
@@ -49,6 +51,7 @@ from torch import Tensor, nn
 from mrcnn.data.categories import Categories
 from mrcnn.errors import ConfigError, UserError
 from mrcnn.io import write_json_atomically
+from mrcnn.model.export_transform import with_eager_size_transform
 from mrcnn.runner import command
 
 log = logging.getLogger(__name__)
@@ -67,11 +70,12 @@ class ExportError(UserError, ValueError):
 
 class SingleImageDetector(nn.Module):
     """A torchvision Mask R-CNN (eval mode) as ``image [3,H,W] -> boxes, labels, scores, masks``:
-    plain tensors in and out, what ONNX and TorchScript can carry."""
+    plain tensors in and out, what ONNX and TorchScript can carry. Images are resized to the
+    size eager PyTorch gives them (:class:`EagerSizeTransform`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model.eval()
+        self.model = with_eager_size_transform(model)
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if torch.jit.is_scripting():
