@@ -26,11 +26,14 @@ outside the window, while two different neighbouring objects do not (IoU near 0)
 (or IoU of boxes, as NMS uses) would score a half-object against its whole at 0.5 or less, and
 intersection-over-smaller would also join a small object lying on a large one. Groups are built
 greedily by score (the highest first, a group holds at most one detection per tile: detections of
-one tile are different objects, the model's own NMS already decided that); a group becomes one
-detection with the highest score, the label, the union of the boxes and the pixel-wise maximum of
-the mask probabilities, so an object larger than a tile is put back together from its parts.
-Dropping detections that touch an inner tile edge (another way, SAHI-style) loses objects larger
-than the overlap, which are cut in every tile; merging keeps them.
+one tile are different objects, the model's own NMS already decided that). A group that holds a
+detection its tile saw whole (its box keeps clear of the tile's edges inside the image) becomes
+that detection, box, mask and score, as the model gives it for an uncut object; the cut twins'
+boxes, regressed from a part, would only widen it (measured: tiled box AP 0.073 with the union of
+the boxes against 0.082 this way, one by one 0.092, on a briefly trained model). An object cut
+in every tile (larger than the overlap) is put back together from its parts: the highest score,
+the union of the boxes and the pixel-wise maximum of the mask probabilities. Dropping detections
+that touch an inner tile edge (another way, SAHI-style) would lose such objects.
 
 **Why not a library.** sahi 0.12.8 and supervision 0.31.2 (``InferenceSlicer``) install beside
 the pinned torch without pulling another one, but neither fits the data flow: both call the
@@ -92,6 +95,22 @@ def tile_windows(height: int, width: int, tile_size: int, overlap: float) -> lis
         for y in tile_starts(height, tile_size, overlap)
         for x in tile_starts(width, tile_size, overlap)
     ]
+
+
+def cut_by_tile_edges(
+    boxes: Tensor, windows: list[tuple[int, int, int, int]], height: int, width: int, margin: int
+) -> list[bool]:
+    """Whether each box (full-image XYXY) comes within ``margin`` pixels of an edge of its tile
+    ``(y0, x0, y1, x1)`` that lies inside the image: its object may go on beyond the tile."""
+    cut = []
+    for (bx0, by0, bx1, by1), (y0, x0, y1, x1) in zip(boxes.tolist(), windows, strict=True):
+        cut.append(
+            (x0 > 0 and bx0 < x0 + margin)
+            or (y0 > 0 and by0 < y0 + margin)
+            or (x1 < width and bx1 > x1 - margin)
+            or (y1 < height and by1 > y1 - margin)
+        )
+    return cut
 
 
 @dataclass
@@ -162,6 +181,8 @@ class TiledBackend:
         self.merge_iou = float(merge_iou)
         self.mask_threshold = float(mask_threshold)
         self.score_threshold = float(score_threshold)
+        # Boxes regress a few pixels short of a tile edge that cuts their object.
+        self.margin = max(4, self.tile_size // 32)
 
     def __getattr__(self, name: str):
         # The wrapped back end's attributes (e.g. ``device``, logged by predict) show through.
@@ -214,23 +235,27 @@ class TiledBackend:
                     patches.append(self._patch(tile, window, mask))
         boxes_all, labels_all, scores_all = torch.cat(boxes), torch.cat(labels), torch.cat(scores)
         groups = self._groups(boxes_all, labels_all, scores_all, patches)
-
         height, width = (int(s) for s in image.shape[-2:])
-        masks = torch.zeros((len(groups), 1, height, width), dtype=torch.float32)
-        for g, members in enumerate(groups):
+        cut = cut_by_tile_edges(boxes_all, [p.window for p in patches], height, width, self.margin)
+        # A group with a detection its tile saw whole is that detection (the best scored such:
+        # box, mask, score); the others are its cut twins. Only an object cut in every tile is
+        # put together: the best score, the union of the boxes, the maximum of the masks.
+        parts = [[m for m in members if not cut[m]][:1] or members for members in groups]
+
+        masks = torch.zeros((len(parts), 1, height, width), dtype=torch.float32)
+        merged_boxes = torch.zeros((len(parts), 4))
+        for g, members in enumerate(parts):
             for m in members:
                 (py, px), (ph, pw) = patches[m].origin, patches[m].probs.shape
                 region = masks[g, 0, py : py + ph, px : px + pw]
                 torch.maximum(region, patches[m].probs, out=region)
-        first = torch.tensor([members[0] for members in groups], dtype=torch.long)
-        merged_boxes = torch.zeros((len(groups), 4))
-        for g, members in enumerate(groups):  # the union of the parts' boxes
-            merged_boxes[g, :2] = boxes_all[members, :2].amin(dim=0)
+            merged_boxes[g, :2] = boxes_all[members, :2].amin(dim=0)  # the union of the boxes
             merged_boxes[g, 2:] = boxes_all[members, 2:].amax(dim=0)
+        best = torch.tensor([members[0] for members in parts], dtype=torch.long)
         return {
             "boxes": merged_boxes,
-            "labels": labels_all[first],
-            "scores": scores_all[first],
+            "labels": labels_all[best],
+            "scores": scores_all[best],
             "masks": masks,
         }
 
