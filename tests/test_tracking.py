@@ -182,3 +182,16 @@ def test_missing_tracking_package_is_one_message_with_the_fix(package, tmp_path)
     assert f"mrcnn.train: error: logger={package} needs the {package} package" in result.stderr
     assert 'pip install -e ".[tracking]"' in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_hyperparameters_reach_loggers_without_a_metrics_argument(tmp_path):
+    # Only TensorBoard's log_hyperparams takes final metrics; CSVLogger's (like MLflow's and
+    # W&B's) raised TypeError when train() passed them to every logger.
+    from lightning.pytorch.loggers import CSVLogger
+
+    from mrcnn.loggers import log_hyperparams
+
+    logger = CSVLogger(tmp_path, name="csv", version="")
+    log_hyperparams([logger], {"seed": 3}, {"final/segm_AP": 0.5})
+    logger.save()
+    assert "seed: 3" in (tmp_path / "csv" / "hparams.yaml").read_text()
