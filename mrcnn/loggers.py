@@ -27,14 +27,15 @@ from mrcnn.errors import ConfigError
 TRACKING_PACKAGES = {"MLFlowLogger": "mlflow", "WandbLogger": "wandb"}
 TRACKING_INSTALL = 'pip install -e ".[tracking]"'
 
-# W&B's defaults for a run that must need no account and no network, set once before the first
-# WandbLogger (a user's own WANDB_* variables win). Offline mode itself is the config's
-# `offline: true` (conf/logger/wandb.yaml). Seen with wandb 0.31: without WANDB_SILENT every run
-# prints a dozen "wandb:" lines and a sync hint; the hint is in README ("Experiment tracking").
-WANDB_ENVIRONMENT = {
-    "WANDB_SILENT": "true",
-    # No crash reports to W&B's servers.
-    "WANDB_ERROR_REPORTING": "false",
+# Defaults for runs that need no account and no network, set before the package is first
+# imported (a user's own variables win). Seen here, tracing connect() during a training run:
+# - mlflow 3.18 looks up config.mlflow-telemetry.io (its usage telemetry) unless disabled;
+# - wandb 0.31 offline (the config's `offline: true`) connects only to its local core process
+#   (Unix sockets), and without WANDB_SILENT prints 35 "wandb:" lines for a 2-step run
+#   (banner, sparklines of every metric, summary). With both set: no AF_INET connect at all.
+TRACKING_ENVIRONMENT = {
+    "mlflow": {"MLFLOW_DISABLE_TELEMETRY": "true"},
+    "wandb": {"WANDB_SILENT": "true", "WANDB_ERROR_REPORTING": "false"},
 }
 
 
@@ -46,10 +47,9 @@ def build_loggers(nodes: Mapping[str, Any] | None) -> list[Logger]:
         target = str(node.get("_target_", ""))
         package = TRACKING_PACKAGES.get(target.rsplit(".", 1)[-1])
         if package is not None:
-            require_package(name, package)
-        if package == "wandb":
-            for key, value in WANDB_ENVIRONMENT.items():
+            for key, value in TRACKING_ENVIRONMENT[package].items():
                 os.environ.setdefault(key, value)
+            require_package(name, package)
         loggers.append(instantiate(node))
     return loggers
 
