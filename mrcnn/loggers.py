@@ -109,8 +109,9 @@ def log_hyperparams(
     loggers: Iterable[Logger], params: Mapping[str, Any], metrics: Mapping[str, float]
 ) -> None:
     """The run's settings (``params``) to every logger, and its final ``metrics`` beside them
-    where a logger pairs the two (TensorBoard's HPARAMS tab). MLflow and W&B take no metrics
-    here: their runs already show each metric's last value."""
+    where a logger pairs the two (TensorBoard's HPARAMS tab). The others' ``log_hyperparams``
+    has no ``metrics`` argument (CSVLogger's raised TypeError when it was passed); MLflow and
+    W&B show each metric's last value anyway."""
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(dict(params), metrics=dict(metrics))
