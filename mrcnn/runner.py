@@ -44,6 +44,7 @@ from mrcnn.errors import EXIT_USER_ERROR, ConfigError, find_user_error, user_mes
 from mrcnn.evaluation.coco import ground_truth_for
 from mrcnn.evaluation.evaluator import CocoEvaluator
 from mrcnn.inference import Inference, OnnxBackend, TorchBackend, TorchScriptBackend
+from mrcnn.loggers import build_loggers
 from mrcnn.model.checkpoint import load_module
 from mrcnn.model.module import MaskRCNNModule
 from mrcnn.precision import resolve_device, resolve_precision
@@ -143,7 +144,7 @@ def build_trainer(
     callbacks += [ValidatedStep()]
     if datamodule is not None and cfg.get("evaluation") and cfg.trainer.limit_val_batches:
         callbacks += validation_callbacks(cfg.evaluation, datamodule)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = build_loggers(cfg.get("logger"))
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
     # A progress bar written to a file or a pipe is a wall of carriage returns: there the
     # ProgressLog callback's lines take its place.

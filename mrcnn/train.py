@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mrcnn.errors import ConfigError
+from mrcnn.loggers import finishing_runs, log_hyperparams
 from mrcnn.runner import (
     build_datamodule,
     build_module,
@@ -69,15 +70,15 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     if ckpt_path is not None:
         log.info("Resuming from %s.", ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    if validated_step(trainer) != trainer.global_step and trainer.limit_val_batches:
-        # The returned metrics (and a sweep's objective) must describe the final weights.
-        log.info("Validating the final weights (step %d).", trainer.global_step)
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-
-    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    for logger in trainer.loggers:  # TensorBoard's HPARAMS tab: this run's settings and results
-        logger.log_hyperparams(plain(cfg), metrics=_final_metrics(metrics))
+    with finishing_runs(trainer.loggers):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if validated_step(trainer) != trainer.global_step and trainer.limit_val_batches:
+            # The returned metrics (and a sweep's objective) must describe the final weights.
+            log.info("Validating the final weights (step %d).", trainer.global_step)
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        # This run's settings and results (TensorBoard's HPARAMS tab, MLflow params, W&B config).
+        log_hyperparams(trainer.loggers, plain(cfg), _final_metrics(metrics))
     for checkpoint in trainer.checkpoint_callbacks:
         saved = checkpoint.best_model_path or checkpoint.last_model_path
         if saved:

@@ -11,8 +11,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from mrcnn.evaluation.coco import per_class_table
 from mrcnn.evaluation.evaluator import CocoEvaluator
-from mrcnn.loggers import log_image
+from mrcnn.loggers import log_image, log_table
 from mrcnn.visualize import draw_prediction, draw_target, panel_grid, side_by_side
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ class ValidationDetections(Callback):
 
 
 class CocoMetrics(ValidationDetections):
-    """COCO box and mask AP of every validation, logged as ``val/bbox_AP``, ``val/segm_AP``, ...
+    """COCO box and mask AP of every validation, logged as ``val/bbox_AP``, ``val/segm_AP``, ...,
+    per class as ``val/segm_AP/<class>`` and as the table ``val/per_class_AP`` (AP and AP50 of
+    each class, worst first) to every logger that takes tables (:func:`mrcnn.loggers.log_table`).
 
     The evaluator (and its ground truth, built once from the validation set) is handed in.
     """
@@ -74,6 +77,9 @@ class CocoMetrics(ValidationDetections):
         defined = {f"val/{name}": value for name, value in metrics.items() if value >= 0}
         if defined:
             pl_module.log_dict(defined, sync_dist=True)  # the same on every rank: no change
+        if trainer.is_global_zero and report.per_class:
+            columns, rows = per_class_table(report)
+            log_table(trainer.loggers, "val/per_class_AP", columns, rows, trainer.global_step)
         worst = report.worst_classes("segm" if "segm" in report.per_class else "bbox")
         if worst and trainer.is_global_zero and len(report.per_class.get("segm", {})) > 1:
             log.info(
@@ -84,8 +90,8 @@ class CocoMetrics(ValidationDetections):
 
 
 class ImagePanels(ValidationDetections):
-    """The first ``count`` validation images, ground truth beside the detections, in
-    TensorBoard as ``val/ground_truth_vs_prediction`` at every validation.
+    """The first ``count`` validation images, ground truth beside the detections, logged as the
+    image ``val/ground_truth_vs_prediction`` at every validation (TensorBoard, MLflow, W&B).
 
     The validation loader is not shuffled, so they are the same images every time.
     """

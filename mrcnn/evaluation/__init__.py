@@ -12,6 +12,7 @@ from mrcnn.evaluation.coco import (
     format_per_class_table,
     ground_truth_for,
     load_results,
+    per_class_table,
 )
 from mrcnn.evaluation.evaluator import CocoEvaluator
 
@@ -28,4 +29,5 @@ __all__ = [
     "format_per_class_table",
     "ground_truth_for",
     "load_results",
+    "per_class_table",
 ]

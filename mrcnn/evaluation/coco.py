@@ -554,22 +554,36 @@ def _per_class_ap(evaluator: Any, gt: Any) -> dict[str, dict[str, float]]:
     return per_class
 
 
-def format_per_class_table(report: CocoReport) -> str:
-    """Per-class AP and AP50 (percent) for each IoU type, one row per class, worst first."""
+def per_class_table(report: CocoReport) -> tuple[list[str], list[list[str | float | None]]]:
+    """Per-class AP and AP50 (0..1) for each IoU type: the columns (``class``, ``bbox AP``,
+    ``bbox AP50``, ``segm AP``, ...) and one row per class, worst first (by segm AP when there
+    are masks); None where a class has no ground truth among the images evaluated."""
     types = [t for t in IOU_TYPES if t in report.per_class]
     names = list(next(iter(report.per_class.values()), {}))
     key = types[-1] if types else None  # segm when there are masks
     names.sort(key=lambda n: report.per_class[key][n]["AP"] if key else 0)
-    width = max([len(n) for n in names] + [5])
-    header = f"{'class':<{width}}" + "".join(f"{t + ' AP':>11}{t + ' AP50':>12}" for t in types)
-    lines = [header]
+    columns = ["class", *(f"{t} {stat}" for t in types for stat in ("AP", "AP50"))]
+    rows: list[list[str | float | None]] = []
     for name in names:
-        cells = []
-        for iou_type in types:
-            for stat, cell in (("AP", 11), ("AP50", 12)):
-                value = report.per_class[iou_type][name][stat]
-                cells.append(f"{'-':>{cell}}" if value < 0 else f"{100 * value:>{cell}.2f}")
-        lines.append(f"{name:<{width}}" + "".join(cells))
+        values = [report.per_class[t][name][stat] for t in types for stat in ("AP", "AP50")]
+        rows.append([name, *(value if value >= 0 else None for value in values)])
+    return columns, rows
+
+
+def format_per_class_table(report: CocoReport) -> str:
+    """Per-class AP and AP50 (percent) for each IoU type, one row per class, worst first."""
+    columns, rows = per_class_table(report)
+    width = max([len(str(row[0])) for row in rows] + [5])
+    cells = [11 if index % 2 else 12 for index in range(1, len(columns))]  # AP, AP50 widths
+    titles = zip(columns[1:], cells, strict=True)
+    header = f"{'class':<{width}}" + "".join(f"{title:>{w}}" for title, w in titles)
+    lines = [header]
+    for name, *values in rows:
+        text = [
+            f"{'-':>{w}}" if v is None else f"{100 * v:>{w}.2f}"
+            for v, w in zip(values, cells, strict=True)
+        ]
+        lines.append(f"{name:<{width}}" + "".join(text))
     return "\n".join(lines)
 
 
