@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mrcnn.evaluation import coco_report
+from mrcnn.config import compose_config
+from mrcnn.data.categories import Categories
+from mrcnn.errors import ConfigError
+from mrcnn.evaluation import coco_report, detections_to_coco_results
 from mrcnn.evaluation.coco import encode_masks
 from mrcnn.evaluation.diagnostics import confusion_json, error_counts, worst_images
+from mrcnn.runner import error_plot_types
+from mrcnn.train import train
+from tests.evaluation.coco_fakes import detections_from_ground_truth
+from tests.evaluation.test_evaluate_command import coco_overrides, run_evaluate
+from tests.tiny import TINY
 
 BACKENDS = ("pycocotools", "faster_coco_eval")
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 CAT, DOG = 1, 2
 
 
@@ -117,3 +131,73 @@ def test_pr_curves_agree_with_cocoeval_per_class_ap(backend):
             area = np.trapezoid(curve.precision50, curve.recall)
             assert area == pytest.approx(per_class["AP50"], abs=0.02)
             assert np.all(np.diff(curve.precision50) <= 1e-12)  # COCOeval's interpolation
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def test_evaluate_writes_pictures_worst_images_and_confusion_counts(tmp_path, coco128_dir, coco_gt):
+    detections, image_ids, category_ids = detections_from_ground_truth(coco_gt, seed=7)
+    names = {c["id"]: c["name"] for c in coco_gt["categories"]}
+    categories = Categories(tuple(names[c] for c in category_ids), tuple(category_ids))
+    results_path = tmp_path / "detections.json"
+    results_path.write_text(
+        json.dumps(detections_to_coco_results(detections, image_ids, categories))
+    )
+    done = run_evaluate(
+        *coco_overrides(coco128_dir), f"results={results_path}", "worst=2", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "run"
+    assert "Pictures of the errors:" in done.stdout and str(run / "worst") in done.stdout
+    for iou_type in ("bbox", "segm"):
+        for name in (f"pr_curves_{iou_type}.png", f"confusion_matrix_{iou_type}.png"):
+            with Image.open(run / name) as picture:
+                assert picture.mode == "RGB" and 400 < min(picture.size) <= max(picture.size) < 2500
+    written = json.loads((run / "metrics.json").read_text())
+    confusion = written["confusion"]["segm"]
+    matrix = np.array(confusion["matrix"])
+    k = len(coco_gt["categories"])
+    assert matrix.shape == (k + 1, k + 1) and confusion["classes"][-1] == "background"
+    assert confusion["score_threshold"] == 0.5 and confusion["iou_threshold"] == 0.5
+    totals = confusion["totals"]
+    assert totals["correct"] > 0 and totals["missed"] > 0 and totals["false positive"] > 0
+    assert totals["correct"] + totals["missed"] + totals["wrong class"] == matrix[:k].sum()
+
+    worst = written["worst"]
+    files = sorted((run / "worst").glob("*.png"))
+    assert [Path(w["file"]).name for w in worst] == [f.name for f in files]
+    assert len(files) == 2 and files[0].name.startswith("01_") and files[1].name.startswith("02_")
+    errors = [w["missed"] + w["false positive"] + w["wrong class"] for w in worst]
+    assert errors[0] >= errors[1] > 0
+    file_names = {im["id"]: Path(im["file_name"]).stem for im in coco_gt["images"]}
+    assert files[0].name == f"01_{file_names[worst[0]['image_id']]}.png"
+    for file in files:
+        with Image.open(file) as picture:
+            assert picture.mode == "RGB" and min(picture.size) >= 384
+
+
+def test_negative_worst_is_a_config_error(tmp_path):
+    done = run_evaluate("results=nowhere.json", "worst=-1", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "worst=-1" in done.stderr and "0 or more" in done.stderr
+
+
+def test_validation_logs_pr_curves_and_confusion_matrix(tmp_path):
+    cfg = compose_config(
+        [*TINY, "trainer.max_steps=2", "evaluation.error_plots=[bbox,segm]"],
+        output_dir=tmp_path,
+    )
+    train(cfg)
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    tags = events.Reload().Tags()["images"]
+    for iou_type in ("bbox", "segm"):
+        for name in ("pr_curves", "confusion_matrix"):
+            (image,) = events.Images(f"val/{name}_{iou_type}")
+            assert image.step == 2 and image.width > 300 and image.height > 200, tags
+
+
+def test_unknown_error_plot_type_is_a_config_error(tmp_path):
+    cfg = compose_config([*TINY, "evaluation.error_plots=[mask]"], output_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"evaluation.error_plots.*\[mask\]"):
+        error_plot_types(cfg.evaluation)
