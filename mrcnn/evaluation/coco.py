@@ -521,6 +521,11 @@ def coco_report(
             raise ValueError(f"Unknown iou type {iou_type!r}; choose from {list(IOU_TYPES)}.")
     if max_detections < 1:
         raise ConfigError(f"max_detections must be at least 1, got {max_detections}.")
+    if not isinstance(score_threshold, int | float) or not 0 <= score_threshold <= 1:
+        raise ConfigError(
+            f"confusion_score_threshold={score_threshold!r}: give a score from 0 to 1 (the "
+            "confusion matrix and the worst images count detections scored at least this)."
+        )
     ground_truth = ground_truth_for(ground_truth)
     supported = check_results(results, ground_truth)
     missing = [t for t in iou_types if t not in supported and results]

@@ -106,6 +106,12 @@ def test_score_threshold_is_configurable():
     assert report.confusion["segm"].tolist() == [[3, 0, 0], [1, 1, 0], [0, 1, 0]]
 
 
+def test_score_threshold_outside_0_1_is_a_config_error():
+    ground_truth, results = hand_built()
+    with pytest.raises(ConfigError, match=r"confusion_score_threshold=1\.5"):
+        coco_report(ground_truth, results, score_threshold=1.5)
+
+
 def test_detections_on_crowd_regions_are_neither_errors_nor_missed():
     ground_truth, results = hand_built()
     crowd = annotation(6, 2, DOG, [70, 70, 20, 20]) | {"iscrowd": 1}
