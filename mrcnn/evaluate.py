@@ -188,7 +188,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         backend=cfg.backend,
         image_ids=image_ids,
         max_detections=max_detections,
-        score_threshold=float(cfg.get("confusion_score_threshold", 0.5)),
+        score_threshold=cfg.get("confusion_score_threshold", 0.5),
     )
     metrics = report.metrics
     info["num_detections"] = len(results)
@@ -204,7 +204,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     pictures = write_error_plots(report, run_dir)
     worst_written = write_worst_images(report, val_set, ground_truth, worst, run_dir / "worst")
     print(f"\nPictures of the errors: {', '.join(str(p) for p in pictures)}")
-    if worst:
+    if not worst:
+        print("worst=N draws the N validation images with the most errors, each error marked.")
+    else:
         print(
             f"The {len(worst_written)} images with the most errors: {run_dir / 'worst'}"
             + (f" (only {len(worst_written)} have errors)" if len(worst_written) < worst else "")

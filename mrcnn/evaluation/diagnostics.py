@@ -129,9 +129,14 @@ def match_image(
         else:
             kind, truth = "false positive", None
         marked.append(
-            Marked(kind, int(det["category_id"]), score=float(det["score"]), **geometry(det))
+            Marked(
+                kind,
+                int(det["category_id"]),
+                score=float(det["score"]),
+                true_category_id=truth,
+                **geometry(det),
+            )
         )
-        marked[-1].true_category_id = truth
     return marked
 
 
