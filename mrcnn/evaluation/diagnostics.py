@@ -113,7 +113,9 @@ def match_image(
         on_crowd = (crowd_ious >= iou_threshold).any(axis=1)
 
     def geometry(ann: dict) -> dict:
-        return {"bbox": list(ann["bbox"]), "segmentation": ann.get("segmentation")}
+        # Boxes only for bbox: loadRes gives box results a box-shaped polygon "segmentation".
+        mask = ann.get("segmentation") if iou_type == "segm" else None
+        return {"bbox": list(ann["bbox"]), "segmentation": mask}
 
     marked = [
         Marked("missed", int(gt["category_id"]), **geometry(gt))

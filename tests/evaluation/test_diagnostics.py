@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -18,6 +19,7 @@ from mrcnn.evaluation.coco import encode_masks
 from mrcnn.evaluation.diagnostics import confusion_json, error_counts, worst_images
 from mrcnn.runner import error_plot_types
 from mrcnn.train import train
+from mrcnn.visualize import draw_marked
 from tests.evaluation.coco_fakes import detections_from_ground_truth
 from tests.evaluation.test_evaluate_command import coco_overrides, run_evaluate
 from tests.tiny import TINY
@@ -97,6 +99,18 @@ def test_confusion_matrix_has_the_known_counts(backend, iou_type):
     wrong = next(m for m in report.marked[iou_type][1] if m.kind == "wrong class")
     assert (wrong.category_id, wrong.true_category_id) == (CAT, DOG)
     assert worst_images(report.marked[iou_type], 5) == [1]  # image 2 has no error
+
+
+def test_box_only_results_draw_boxes_only():
+    ground_truth, results = hand_built()
+    boxes_only = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+    report = coco_report(ground_truth, boxes_only, iou_types=["bbox"])
+    marked = report.marked["bbox"][1]
+    assert all(m.segmentation is None for m in marked)
+    names = dict(zip(report.category_ids, report.class_names, strict=True))
+    fp_only = [m for m in marked if m.kind == "false positive"]
+    drawn = draw_marked(torch.zeros(3, 100, 100), fp_only, names)
+    assert drawn.shape[0] == 3 and drawn.shape[2] == 400
 
 
 def test_score_threshold_is_configurable():
