@@ -156,15 +156,22 @@ def _text_colour(colour: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def _draw_labels(
-    canvas: Tensor, boxes: Tensor, texts: list[str], colours: list[tuple[int, int, int]]
+    canvas: Tensor,
+    boxes: Tensor,
+    texts: list[str],
+    colours: list[tuple[int, int, int]],
+    avoid_overlap: bool = False,
 ) -> Tensor:
     """Filled text labels just above each box (inside it at the image's top edge), shifted left
-    where they would leave the image: torchvision's labels sit inside the box and get cut off."""
+    where they would leave the image: torchvision's labels sit inside the box and get cut off.
+    With ``avoid_overlap``, a label that would cover one already drawn moves down a line (error
+    pictures mark several detections of one object)."""
     height, width = canvas.shape[-2:]
     image = to_pil_image(canvas)
     draw = ImageDraw.Draw(image)
     font = label_font(font_size_for(height, width))
     pad = 2
+    placed: list[tuple[int, int, int, int]] = []
     for box, text, colour in zip(boxes.tolist(), texts, colours, strict=True):
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         label_w, label_h = right - left + 2 * pad, bottom - top + 2 * pad
@@ -172,6 +179,15 @@ def _draw_labels(
         y = round(box[1]) - label_h
         if y < 0:
             y = max(0, min(round(box[1]), height - label_h))
+        if avoid_overlap:
+            for _ in range(len(placed)):
+                if not any(
+                    x < px + pw and px < x + label_w and y < py + ph and py < y + label_h
+                    for px, py, pw, ph in placed
+                ):
+                    break
+                y = min(y + label_h, height - label_h)
+            placed.append((x, y, label_w, label_h))
         draw.rectangle([x, y, x + label_w - 1, y + label_h - 1], fill=colour)
         draw.text((x + pad - left, y + pad - top), text, fill=_text_colour(colour), font=font)
     return pil_to_tensor(image)
@@ -375,6 +391,11 @@ def draw_errors(
         raise ValueError(f"Unknown kinds {sorted(unknown)}; use {list(ERROR_COLOURS)}.")
     if masks is not None:
         masks = binary_masks(masks)
+        if tuple(masks.shape) != (len(kinds), *canvas.shape[-2:]):
+            raise ValueError(
+                f"Masks {tuple(masks.shape)} for {len(kinds)} instances on a "
+                f"{tuple(canvas.shape[-2:])} image; they must match."
+            )
     canvas, boxes, masks = _upscaled(canvas, boxes, masks, min_size)
     height, width = canvas.shape[-2:]
     line = max(2, round(min(height, width) / 200))
@@ -399,7 +420,7 @@ def draw_errors(
                     )
                 canvas = draw_segmentation_masks(canvas, outline, alpha=1.0, colors=colours[i])
         canvas = draw_bounding_boxes(canvas, boxes, colors=colours, width=line)
-        canvas = _draw_labels(canvas, boxes, [texts[i] for i in order], colours)
+        canvas = _draw_labels(canvas, boxes, [texts[i] for i in order], colours, avoid_overlap=True)
     return _with_legend(canvas, kinds)
 
 
