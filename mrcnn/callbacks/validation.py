@@ -87,7 +87,7 @@ class CocoMetrics(ValidationDetections):
         defined = {f"val/{name}": value for name, value in metrics.items() if value >= 0}
         if defined:
             pl_module.log_dict(defined, sync_dist=True)  # the same on every rank: no change
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and trainer.loggers:  # no logger: nothing to draw for
             self.log_error_plots(trainer, report)
         worst = report.worst_classes("segm" if "segm" in report.per_class else "bbox")
         if worst and trainer.is_global_zero and len(report.per_class.get("segm", {})) > 1:
