@@ -76,8 +76,8 @@ def match_image(
 
     ``ground_truth``: COCO annotations with ``bbox``, ``category_id``, ``iscrowd`` and, for
     ``segm``, ``segmentation`` as a pycocotools RLE; ``detections``: COCO results likewise, with
-    ``score``. Crowd (or ``ignore``) ground truth is never missed. Returns the marked instances,
-    ground truth first.
+    ``score``. Crowd (or ``ignore``) ground truth is never missed. Returns the missed ground
+    truth, then the detections at or above ``score_threshold``, best score first.
     """
     key = "segmentation" if iou_type == "segm" else "bbox"
     dets = sorted(
