@@ -10,6 +10,11 @@
 
 Prints a table of the 12 COCOeval numbers for bbox and segm and writes them as json. The json
 is written only when evaluation finished: a failure leaves no file that looks complete.
+
+Pictures of the errors go to the run folder: per-class precision-recall curves
+(``pr_curves_<bbox|segm>.png``) and the confusion matrix at IoU 0.5 with a background row and
+column (``confusion_matrix_<bbox|segm>.png``, its counts in the json); with ``worst=N``, the N
+validation images with the most errors, each error marked (``worst/01_<image>.png``, ...).
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from tqdm import tqdm
 
 from mrcnn.data.categories import Categories
 from mrcnn.data.datamodule import collate
+from mrcnn.data.wrappers import unwrap_dataset
 from mrcnn.errors import ConfigError
 from mrcnn.evaluation.coco import (
     IOU_TYPES,
+    CocoReport,
     check_results,
     coco_report,
     detections_to_coco_results,
@@ -36,10 +43,12 @@ from mrcnn.evaluation.coco import (
     ground_truth_for,
     load_results,
 )
+from mrcnn.evaluation.diagnostics import confusion_json, error_counts, worst_images
 from mrcnn.inference import Inference
 from mrcnn.io import write_json_atomically
 from mrcnn.model.checkpoint import ensure_classes_match
 from mrcnn.runner import build_datamodule, command, configured_inference
+from mrcnn.visualize import draw_marked, plot_confusion_matrix, plot_pr_curves, save_png
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +90,55 @@ def keep_detections(inference: Inference, count: int) -> None:
         roi_heads.detections_per_img = count
 
 
+def write_error_plots(report: CocoReport, folder: Path) -> list[Path]:
+    """``pr_curves_<type>.png`` and ``confusion_matrix_<type>.png`` for each IoU type."""
+    written = []
+    for iou_type in report.precision:
+        title = f"{iou_type}: precision-recall per class"
+        written.append(
+            save_png(
+                plot_pr_curves(report.pr_curves(iou_type), title),
+                folder / f"pr_curves_{iou_type}.png",
+            )
+        )
+        title = f"{iou_type}: confusion matrix (IoU >= 0.5, score >= {report.score_threshold:g})"
+        matrix = plot_confusion_matrix(report.confusion[iou_type], report.class_names, title)
+        written.append(save_png(matrix, folder / f"confusion_matrix_{iou_type}.png"))
+    return written
+
+
+def write_worst_images(
+    report: CocoReport, dataset: Dataset, ground_truth: dict, count: int, folder: Path
+) -> list[dict[str, Any]]:
+    """The ``count`` images with the most errors (masks where there are, else boxes), drawn
+    with every error marked, as ``folder/01_<image>.png``, ...; returns what was written."""
+    iou_type = "segm" if "segm" in report.marked else "bbox"
+    marked = report.marked[iou_type]
+    base, indices = unwrap_dataset(dataset)
+    index_of = {int(base.image_id(i)) if hasattr(base, "image_id") else i: i for i in indices}
+    file_names = {im["id"]: im.get("file_name") for im in ground_truth["images"]}
+    names = dict(zip(report.category_ids, report.class_names, strict=True))
+    written = []
+    for rank, image_id in enumerate(worst_images(marked, count), start=1):
+        image = base[index_of[image_id]][0]
+        stem = Path(file_names.get(image_id) or f"image_{image_id}").stem
+        path = save_png(
+            draw_marked(image, marked[image_id], names), folder / f"{rank:02d}_{stem}.png"
+        )
+        written.append({"file": str(path), "image_id": image_id, **error_counts(marked[image_id])})
+    return written
+
+
+def check_worst(worst: Any) -> int:
+    """``worst=N``: a whole number, 0 (no gallery) or more."""
+    if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
+        raise ConfigError(
+            f"worst={worst!r}: give the number of worst images to draw, 0 or more "
+            "(e.g. worst=8; worst=0 draws none)."
+        )
+    return worst
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate as configured, print the table, write the metrics json; return the metrics."""
     if sum(cfg.get(key) is not None for key in ("ckpt_path", "model_path", "results")) != 1:
@@ -88,6 +146,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             "Give exactly one of ckpt_path=FILE (evaluate a checkpoint), model_path=FILE.onnx|.pt "
             "(a model from mrcnn.export) or results=FILE.json (score a COCO results file)."
         )
+    worst = check_worst(cfg.get("worst", 0))
     # Read the model first: a bad file fails fast, before any data is touched.
     inference = model_categories = None
     if cfg.get("results") is None:
@@ -129,6 +188,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         backend=cfg.backend,
         image_ids=image_ids,
         max_detections=max_detections,
+        score_threshold=cfg.get("confusion_score_threshold", 0.5),
     )
     metrics = report.metrics
     info["num_detections"] = len(results)
@@ -140,11 +200,28 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "image; -: nothing to measure.\n"
         f"\nPer class (%), weakest first:\n{format_per_class_table(report)}"
     )
-    output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "metrics.json"
+    run_dir = Path(cfg.paths.output_dir)
+    pictures = write_error_plots(report, run_dir)
+    worst_written = write_worst_images(report, val_set, ground_truth, worst, run_dir / "worst")
+    print(f"\nPictures of the errors: {', '.join(str(p) for p in pictures)}")
+    if not worst:
+        print("worst=N draws the N validation images with the most errors, each error marked.")
+    else:
+        print(
+            f"The {len(worst_written)} images with the most errors: {run_dir / 'worst'}"
+            + (f" (only {len(worst_written)} have errors)" if len(worst_written) < worst else "")
+        )
+    output = Path(cfg.output) if cfg.get("output") else run_dir / "metrics.json"
     write_json_atomically(
         {
             "metrics": metrics,
             "per_class": report.per_class,
+            "confusion": {
+                t: confusion_json(m, report.class_names, report.score_threshold)
+                for t, m in report.confusion.items()
+            },
+            "pictures": [str(p) for p in pictures],
+            "worst": worst_written,
             **info,
             "mask_threshold": cfg.mask_threshold,
             "max_detections": max_detections,

@@ -41,7 +41,7 @@ from mrcnn.callbacks import (
 from mrcnn.data.categories import Categories
 from mrcnn.data.datamodule import DetectionDataModule
 from mrcnn.errors import EXIT_USER_ERROR, ConfigError, find_user_error, user_message
-from mrcnn.evaluation.coco import ground_truth_for
+from mrcnn.evaluation.coco import IOU_TYPES, ground_truth_for
 from mrcnn.evaluation.evaluator import CocoEvaluator
 from mrcnn.inference import Inference, OnnxBackend, TorchBackend, TorchScriptBackend
 from mrcnn.loggers import build_loggers
@@ -158,6 +158,21 @@ def build_trainer(
     )
 
 
+def error_plot_types(evaluation: DictConfig) -> list[str]:
+    """``evaluation.error_plots``: the IoU types whose PR curves and confusion matrix are logged
+    as images at each validation ([] or null: none)."""
+    value = evaluation.get("error_plots") or []
+    types = [value] if isinstance(value, str) else list(value)
+    unknown = [t for t in types if t not in IOU_TYPES]
+    if unknown:
+        raise ConfigError(
+            f"evaluation.error_plots=[{','.join(map(str, types))}]: "
+            f"{', '.join(map(str, unknown))} is not an IoU type; give a list of "
+            f"{', '.join(IOU_TYPES)} (e.g. evaluation.error_plots=[segm]), or [] for none."
+        )
+    return types
+
+
 def validation_callbacks(evaluation: DictConfig, datamodule: DetectionDataModule) -> list:
     """COCO metrics (with the validation ground truth, built once) and image panels."""
     callbacks: list = []
@@ -170,8 +185,9 @@ def validation_callbacks(evaluation: DictConfig, datamodule: DetectionDataModule
             mask_threshold=evaluation.mask_threshold,
             backend=evaluation.backend,
             max_detections=evaluation.get("max_detections") or 100,
+            score_threshold=evaluation.get("confusion_score_threshold", 0.5),
         )
-        callbacks.append(CocoMetrics(evaluator))
+        callbacks.append(CocoMetrics(evaluator, error_plots=error_plot_types(evaluation)))
     if evaluation.image_panels:
         callbacks.append(
             ImagePanels(

@@ -178,3 +178,49 @@ def test_side_by_side_and_grid_pad_panels_of_different_sizes():
     grid = panel_grid([pair, pair, pair], columns=2, gap=6)
     assert grid.shape == (3, 2 * height + 6, 2 * pair.shape[2] + 6)
     assert (grid[:, height + 6 :, pair.shape[2] + 6 :] == 255).all()  # empty fourth cell
+
+
+def test_errors_are_marked_in_their_own_colours_with_a_legend():
+    from mrcnn.visualize import ERROR_COLOURS, draw_errors
+
+    image = grey(100, 100)
+    kinds = ["missed", "false positive", "wrong class", "correct"]
+    masks = torch.stack(
+        [square_mask(100, 100, 10 + 22 * i, 10 + 22 * i, 12) for i in range(len(kinds))]
+    )
+    boxes = torch.tensor([[10 + 22 * i, 10 + 22 * i, 22 + 22 * i, 22 + 22 * i] for i in range(4)])
+    drawn = draw_errors(image, kinds, boxes, kinds, masks, min_size=200)
+    assert drawn.dtype == torch.uint8 and drawn.shape[2] == 200  # enlarged 2x
+    assert drawn.shape[1] > 200  # the legend below the image
+    # Inside each mask (2x: 20 + 44 * i + 6), errors are filled with their colour, correct is not.
+    for i, kind in enumerate(kinds):
+        centre = drawn[:, 2 * (16 + 22 * i), 2 * (16 + 22 * i)].float()
+        if kind == "correct":
+            assert centre.tolist() == [100.0, 100.0, 100.0]
+        else:
+            expected = blended(100, ERROR_COLOURS[kind], alpha=0.35)
+            assert torch.allclose(centre, expected, atol=1.5), kind
+    legend = drawn[:, 200:].reshape(3, -1).T
+    for colour in ERROR_COLOURS.values():
+        assert (legend == torch.tensor(colour, dtype=torch.uint8)).all(dim=1).any()
+    with pytest.raises(ValueError, match="Unknown kinds"):
+        draw_errors(image, ["lost"], boxes[:1], ["lost"])
+
+
+def test_pr_curve_and_confusion_plots_are_rgb_images():
+    import numpy as np
+
+    from mrcnn.evaluation.diagnostics import PRCurve
+    from mrcnn.visualize import plot_confusion_matrix, plot_pr_curves
+
+    recall = np.linspace(0, 1, 101)
+    curves = [
+        PRCurve(n, recall, 1 - recall * k / 3, 1 - recall * k / 2, 0.5, 0.4)
+        for k, n in enumerate(["circle", "square"], start=1)
+    ]
+    plot = plot_pr_curves(curves, "segm")
+    assert plot.dtype == torch.uint8 and plot.shape[0] == 3 and plot.shape[2] > plot.shape[1] > 300
+    matrix = plot_confusion_matrix(np.array([[3, 1, 0], [0, 2, 1], [1, 0, 0]]), ["a", "b"], "m")
+    assert matrix.dtype == torch.uint8 and matrix.shape[0] == 3 and min(matrix.shape[1:]) > 300
+    with pytest.raises(ValueError, match="labels"):
+        plot_confusion_matrix(np.zeros((2, 2)), ["a", "b"])

@@ -4,6 +4,7 @@ step of the last validation."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -11,10 +12,17 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from mrcnn.evaluation.coco import per_class_table
+from mrcnn.evaluation.coco import CocoReport, per_class_table
 from mrcnn.evaluation.evaluator import CocoEvaluator
 from mrcnn.loggers import log_image, log_table
-from mrcnn.visualize import draw_prediction, draw_target, panel_grid, side_by_side
+from mrcnn.visualize import (
+    draw_prediction,
+    draw_target,
+    panel_grid,
+    plot_confusion_matrix,
+    plot_pr_curves,
+    side_by_side,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +59,14 @@ class CocoMetrics(ValidationDetections):
     each class, worst first) to every logger that takes tables (:func:`mrcnn.loggers.log_table`).
 
     The evaluator (and its ground truth, built once from the validation set) is handed in.
+    For each IoU type in ``error_plots`` (``bbox``, ``segm``), the per-class PR curves and the
+    confusion matrix of the same evaluation go to the loggers as images
+    ``val/pr_curves_<type>`` and ``val/confusion_matrix_<type>`` (drawn on rank zero only).
     """
 
-    def __init__(self, evaluator: CocoEvaluator) -> None:
+    def __init__(self, evaluator: CocoEvaluator, error_plots: Sequence[str] = ()) -> None:
         self.evaluator = evaluator
+        self.error_plots = tuple(error_plots)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.evaluator.reset()
@@ -80,6 +92,8 @@ class CocoMetrics(ValidationDetections):
         if trainer.is_global_zero and report.per_class:
             columns, rows = per_class_table(report)
             log_table(trainer.loggers, "val/per_class_AP", columns, rows, trainer.global_step)
+        if trainer.is_global_zero and trainer.loggers:  # no logger: nothing to draw for
+            self.log_error_plots(trainer, report)
         worst = report.worst_classes("segm" if "segm" in report.per_class else "bbox")
         if worst and trainer.is_global_zero and len(report.per_class.get("segm", {})) > 1:
             log.info(
@@ -87,6 +101,18 @@ class CocoMetrics(ValidationDetections):
                 trainer.global_step,
                 ", ".join(f"{name} {value:.3f}" for name, value in worst),
             )
+
+    def log_error_plots(self, trainer: L.Trainer, report: CocoReport) -> None:
+        """PR curves and confusion matrix of each IoU type in ``error_plots``, one image each."""
+        step = trainer.global_step
+        for iou_type in self.error_plots:
+            if iou_type not in report.precision:
+                continue  # nothing evaluated (no image seen) or not this IoU type
+            curves = plot_pr_curves(report.pr_curves(iou_type), f"{iou_type}, step {step}")
+            log_image(trainer.loggers, f"val/pr_curves_{iou_type}", curves, step)
+            title = f"{iou_type}, step {step} (IoU >= 0.5, score >= {report.score_threshold:g})"
+            matrix = plot_confusion_matrix(report.confusion[iou_type], report.class_names, title)
+            log_image(trainer.loggers, f"val/confusion_matrix_{iou_type}", matrix, step)
 
 
 class ImagePanels(ValidationDetections):

@@ -1,4 +1,5 @@
-"""COCO box and mask AP: results conversion, ground truth, COCOeval, validation-time evaluator."""
+"""COCO box and mask AP: results conversion, ground truth, COCOeval, validation-time evaluator,
+and where a model fails (PR curves, confusion matrix, per-image errors)."""
 
 from mrcnn.evaluation.coco import (
     STAT_NAMES,
@@ -14,15 +15,19 @@ from mrcnn.evaluation.coco import (
     load_results,
     per_class_table,
 )
+from mrcnn.evaluation.diagnostics import Marked, PRCurve, confusion_matrix, worst_images
 from mrcnn.evaluation.evaluator import CocoEvaluator
 
 __all__ = [
     "STAT_NAMES",
     "CocoEvaluator",
     "CocoReport",
+    "Marked",
+    "PRCurve",
     "ResultsError",
     "check_results",
     "coco_report",
+    "confusion_matrix",
     "detections_to_coco_results",
     "evaluate_coco",
     "format_metrics_table",
@@ -30,4 +35,5 @@ __all__ = [
     "ground_truth_for",
     "load_results",
     "per_class_table",
+    "worst_images",
 ]

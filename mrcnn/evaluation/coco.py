@@ -43,6 +43,7 @@ from mrcnn.data.errors import DataError
 from mrcnn.data.polygons import mask_to_polygons
 from mrcnn.data.wrappers import unwrap_dataset
 from mrcnn.errors import ConfigError, UserError
+from mrcnn.evaluation.diagnostics import Marked, PRCurve, confusion_matrix, match_image, pr_curves
 
 log = logging.getLogger(__name__)
 
@@ -446,10 +447,33 @@ class CocoReport:
     ``per_class``: per IoU type, per class name, ``AP`` and ``AP50`` (-1: no ground truth of
     that class among the images evaluated), read from COCOeval's own precision array as
     detectron2 does, so they average to ``metrics[...AP]`` over the classes with ground truth.
+
+    What the pictures of the errors need (:mod:`mrcnn.evaluation.diagnostics`), per IoU type:
+    ``precision``: COCOeval's precision ``[T, R, K]`` (all areas, last maxDets), with
+    ``iou_thresholds`` and ``recall_thresholds``; ``marked``: per image id, every ground-truth
+    instance and detection (score >= ``score_threshold``) marked correct, missed, false positive
+    or wrong class; ``confusion``: their counts ``[K+1, K+1]`` (rows: ground truth, columns:
+    prediction, background last). Classes are ``class_names`` / ``category_ids`` in COCOeval's
+    order (sorted ids).
     """
 
     metrics: dict[str, float]
     per_class: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+    category_ids: list[int] = field(default_factory=list)
+    precision: dict[str, np.ndarray] = field(default_factory=dict)
+    iou_thresholds: np.ndarray | None = None
+    recall_thresholds: np.ndarray | None = None
+    marked: dict[str, dict[int, list[Marked]]] = field(default_factory=dict)
+    confusion: dict[str, np.ndarray] = field(default_factory=dict)
+    score_threshold: float = 0.5
+
+    def pr_curves(self, iou_type: str) -> list[PRCurve]:
+        """Per-class precision-recall curves at IoU 0.5 and over 0.50:0.95 (classes with
+        ground truth)."""
+        return pr_curves(
+            self.precision[iou_type], self.recall_thresholds, self.iou_thresholds, self.class_names
+        )
 
     def worst_classes(self, iou_type: str = "segm", count: int = 3) -> list[tuple[str, float]]:
         """The ``count`` classes with the lowest AP (classes without ground truth left out)."""
@@ -471,8 +495,10 @@ def coco_report(
     backend: str = "auto",
     image_ids: Iterable[int] | None = None,
     max_detections: int = 100,
+    score_threshold: float = 0.5,
 ) -> CocoReport:
-    """COCOeval's summary numbers and per-class AP for each IoU type.
+    """COCOeval's summary numbers, per-class AP, PR curves and the confusion matrix for each
+    IoU type.
 
     Args:
         ground_truth: a COCO ground-truth dict or json file (crowd regions are kept: COCOeval
@@ -484,6 +510,8 @@ def coco_report(
         image_ids: evaluate only these images (those predicted); default: every image.
         max_detections: detections per image that count (COCOeval's last ``maxDets``, 100 by
             default): dense scenes (a hundred nuclei) need more. AP and the ``AR100`` entry use it.
+        score_threshold: detections below this score are left out of the confusion matrix and
+            the per-image errors (AP and the PR curves count every detection).
 
     COCOeval's printed summary is captured (no spam in training logs) and logged at DEBUG.
     Values are -1 where COCOeval has nothing to measure (e.g. no ground truth of that size).
@@ -493,6 +521,11 @@ def coco_report(
             raise ValueError(f"Unknown iou type {iou_type!r}; choose from {list(IOU_TYPES)}.")
     if max_detections < 1:
         raise ConfigError(f"max_detections must be at least 1, got {max_detections}.")
+    if not isinstance(score_threshold, int | float) or not 0 <= score_threshold <= 1:
+        raise ConfigError(
+            f"confusion_score_threshold={score_threshold!r}: give a score from 0 to 1 (the "
+            "confusion matrix and the worst images count detections scored at least this)."
+        )
     ground_truth = ground_truth_for(ground_truth)
     supported = check_results(results, ground_truth)
     missing = [t for t in iou_types if t not in supported and results]
@@ -503,14 +536,15 @@ def coco_report(
         )
     backend = resolve_backend(backend)
     coco_cls, eval_cls = _coco_api(backend)
-    report = CocoReport(metrics={})
+    report = CocoReport(metrics={}, score_threshold=float(score_threshold))
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         gt = _ground_truth_api(coco_cls, ground_truth)
         selected = sorted(gt.getImgIds() if image_ids is None else set(image_ids))
         sizes = {i["id"]: (i["height"], i["width"]) for i in ground_truth["images"] if "width" in i}
         for iou_type in iou_types:
-            dt = _load_results(coco_cls, gt, _results_for(results, iou_type, sizes))
+            prepared = _results_for(results, iou_type, sizes)
+            dt = _load_results(coco_cls, gt, prepared)  # it adds ids, areas, boxes: harmless
             evaluator = (
                 eval_cls(gt, dt, iouType=iou_type, print_function=print)
                 if backend == "faster_coco_eval"
@@ -530,8 +564,54 @@ def coco_report(
                 {f"{iou_type}_{name}": float(v) for name, v in zip(STAT_NAMES, stats, strict=True)}
             )
             report.per_class[iou_type] = _per_class_ap(evaluator, gt)
+            report.category_ids = [int(c) for c in evaluator.params.catIds]
+            report.class_names = [str(gt.cats[c]["name"]) for c in report.category_ids]
+            report.iou_thresholds = np.asarray(evaluator.params.iouThrs, dtype=np.float64)
+            report.recall_thresholds = np.asarray(evaluator.params.recThrs, dtype=np.float64)
+            report.precision[iou_type] = np.array(evaluator.eval["precision"][:, :, :, 0, -1])
+            marked = _mark_images(
+                ground_truth, prepared, iou_type, selected, sizes, score_threshold, max_detections
+            )
+            report.marked[iou_type] = marked
+            report.confusion[iou_type] = confusion_matrix(marked, report.category_ids)
     log.debug("COCOeval output:\n%s", output.getvalue())
     return report
+
+
+def _mark_images(
+    ground_truth: dict,
+    prepared: list[dict],
+    iou_type: str,
+    image_ids: Sequence[int],
+    sizes: dict[int, tuple[int, int]],
+    score_threshold: float,
+    max_detections: int,
+) -> dict[int, list[Marked]]:
+    """Every evaluated image's instances marked by :func:`~mrcnn.evaluation.diagnostics.
+    match_image`, from the results ``loadRes`` was given (RLE masks) and the ground truth."""
+    wanted = set(image_ids)
+    gts: dict[int, list[dict]] = {i: [] for i in image_ids}
+    for ann in ground_truth["annotations"]:
+        if ann["image_id"] not in wanted:
+            continue
+        ann = dict(ann)
+        if iou_type == "segm":
+            ann["segmentation"] = _bytes_rle(ann["segmentation"], sizes.get(ann["image_id"]))
+        else:
+            ann.pop("segmentation", None)
+        gts[ann["image_id"]].append(ann)
+    dts: dict[int, list[dict]] = {i: [] for i in image_ids}
+    for result in prepared:
+        if result["image_id"] in wanted:
+            if "bbox" not in result:
+                result = {**result, "bbox": mask_util.toBbox(result["segmentation"]).tolist()}
+            dts[result["image_id"]].append(result)
+    marked = {}
+    for image_id in image_ids:
+        # COCOeval counts only the best max_detections of an image; so does the matrix.
+        kept = sorted(dts[image_id], key=lambda d: -d["score"])[:max_detections]
+        marked[image_id] = match_image(gts[image_id], kept, iou_type, score_threshold)
+    return marked
 
 
 def _mean_precision(precision: np.ndarray) -> float:

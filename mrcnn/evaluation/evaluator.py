@@ -69,6 +69,7 @@ class CocoEvaluator:
         mask_threshold: float = 0.5,
         backend: str = "auto",
         max_detections: int = 100,
+        score_threshold: float = 0.5,
     ) -> None:
         self.ground_truth = ground_truth
         self.categories = categories
@@ -76,6 +77,7 @@ class CocoEvaluator:
         self.mask_threshold = mask_threshold
         self.backend = backend
         self.max_detections = max_detections
+        self.score_threshold = score_threshold  # of the confusion matrix
         _warn_if_denser_than(ground_truth, max_detections)
         self._known_ids = {image["id"] for image in ground_truth["images"]}
         self._results: dict[int, list[dict]] = {}
@@ -140,11 +142,16 @@ class CocoEvaluator:
                 backend=self.backend,
                 image_ids=merged.keys(),
                 max_detections=self.max_detections,
+                score_threshold=self.score_threshold,
             )
         if _distributed():
+            # Every rank needs the numbers; the per-image marks (RLE masks) stay on rank zero.
+            marked, report.marked = report.marked, {}
             box = [report]
             dist.broadcast_object_list(box, src=0)
             report = box[0]
+            if rank == 0:
+                report.marked = marked
         return report
 
     def results(self) -> list[dict]:
