@@ -3,8 +3,9 @@ pictures, tables, and hyper-parameters with final metrics.
 
 Scalars go through ``LightningModule.log``, which every Lightning logger takes. Images and tables
 have no common Lightning API: each logger has its own call, so the callbacks that draw them
-(image panels, PR curves, confusion matrices, the per-class table) call these functions and never test a logger's type
-themselves. TensorBoard and CSV come with mrcnn; MLflow and W&B with the ``tracking`` extra.
+(image panels, PR curves, confusion matrices, the per-class table) call these functions and
+never test a logger's type themselves. TensorBoard and CSV come with mrcnn; MLflow and W&B
+with the ``tracking`` extra.
 """
 
 from __future__ import annotations
