@@ -44,6 +44,7 @@ from mrcnn.evaluation.coco import (
     load_results,
 )
 from mrcnn.evaluation.diagnostics import confusion_json, error_counts, worst_images
+from mrcnn.export import read_sidecar
 from mrcnn.inference import Inference
 from mrcnn.io import write_json_atomically
 from mrcnn.model.checkpoint import ensure_classes_match
@@ -82,12 +83,26 @@ def predict_results(
     return results, image_ids
 
 
-def keep_detections(inference: Inference, count: int) -> None:
-    """Let a torch model keep at least ``count`` detections per image (what AP counts)."""
+def keep_detections(inference: Inference, count: int, source: str | Path) -> None:
+    """Let a checkpoint's model keep at least ``count`` detections per image (what AP counts);
+    an exported model's limit is fixed in its graph: a warning says when it is lower."""
     roi_heads = getattr(getattr(inference.backend, "model", None), "roi_heads", None)
-    if roi_heads is not None and roi_heads.detections_per_img < count:
-        log.info("The model keeps %d detections per image (max_detections).", count)
-        roi_heads.detections_per_img = count
+    if roi_heads is not None and hasattr(roi_heads, "detections_per_img"):
+        if roi_heads.detections_per_img < count:
+            log.info("The model keeps %d detections per image (max_detections).", count)
+            roi_heads.detections_per_img = count
+        return
+    kept = int(read_sidecar(source)["thresholds"]["box_detections_per_img"])
+    if kept < count:
+        log.warning(
+            "max_detections=%d, but %s keeps at most %d detections per image (fixed when it was "
+            "exported, from the checkpoint's model.detector.box_detections_per_img): AP counts "
+            "at most %d. Evaluate the checkpoint (ckpt_path=) to count more.",
+            count,
+            source,
+            kept,
+            kept,
+        )
 
 
 def write_error_plots(report: CocoReport, folder: Path) -> list[Path]:
@@ -156,14 +171,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("validate")
     val_set = datamodule.val_set
     categories = datamodule.categories
+    if inference is not None:  # before the ground truth: that reads every validation mask
+        ensure_classes_match(model_categories, categories)
     ground_truth = ground_truth_for(val_set, categories)
     info: dict[str, Any] = {"num_images": len(val_set)}
 
     max_detections = int(cfg.get("max_detections") or 100)  # null: COCO's 100
     if inference is not None:
-        ensure_classes_match(model_categories, categories)
         if cfg.get("max_detections"):
-            keep_detections(inference, max_detections)
+            keep_detections(inference, max_detections, source)
         results, image_ids = predict_results(
             inference, val_set, categories, num_workers=int(cfg.num_workers)
         )
@@ -200,7 +216,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "image; -: nothing to measure.\n"
         f"\nPer class (%), weakest first:\n{format_per_class_table(report)}"
     )
-    run_dir = Path(cfg.paths.output_dir)
+    output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "metrics.json"
+    run_dir = output.parent  # the pictures go beside the metrics
     pictures = write_error_plots(report, run_dir)
     worst_written = write_worst_images(report, val_set, ground_truth, worst, run_dir / "worst")
     print(f"\nPictures of the errors: {', '.join(str(p) for p in pictures)}")
@@ -211,7 +228,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"The {len(worst_written)} images with the most errors: {run_dir / 'worst'}"
             + (f" (only {len(worst_written)} have errors)" if len(worst_written) < worst else "")
         )
-    output = Path(cfg.output) if cfg.get("output") else run_dir / "metrics.json"
     write_json_atomically(
         {
             "metrics": metrics,

@@ -156,6 +156,20 @@ def test_evaluate_scores_the_exported_models_as_the_checkpoint(trained, exported
 
 
 @pytest.mark.slow
+def test_evaluate_warns_when_an_exported_model_keeps_fewer_than_max_detections(exported, caplog):
+    from mrcnn.evaluate import keep_detections
+    from mrcnn.runner import checkpoint_inference
+
+    for summary in exported.values():  # box_detections_per_img=20, fixed in the graph
+        inference, _ = checkpoint_inference(summary.output, "cpu", 32, 1)
+        caplog.clear()
+        keep_detections(inference, 20, summary.output)
+        assert not caplog.records
+        keep_detections(inference, 300, summary.output)
+        assert "keeps at most 20 detections per image" in caplog.text
+
+
+@pytest.mark.slow
 def test_export_and_predict_commands(trained, exported, tmp_path):
     from PIL import Image
 
