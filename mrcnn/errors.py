@@ -37,7 +37,10 @@ def find_user_error(error: BaseException) -> BaseException | None:
         seen.add(id(current))
         if isinstance(current, UserError | FileNotFoundError | MissingMandatoryValue):
             return current
-        current = current.__cause__ or current.__context__
+        # ``raise ... from None`` hides the context: it is not what went wrong.
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
     return None
 
 

@@ -261,6 +261,8 @@ def read_sidecar(model_path: str | Path) -> dict[str, Any]:
     try:
         info = json.loads(path.read_text())
         Categories.from_dict(info["categories"])
+        if info["format"] not in FORMATS:
+            raise ValueError(f"format {info['format']!r} is none of {', '.join(FORMATS)}")
     except FileNotFoundError:
         raise ExportError(
             f"model_path={model_path} has no sidecar {path}: it holds the classes. Keep the .json "

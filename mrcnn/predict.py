@@ -192,10 +192,12 @@ def predict(cfg: DictConfig) -> PredictSummary:
     files = find_images(cfg.input)
     names = drawn_names(files)
     image_ids = image_ids_for(files, cfg.get("image_ids_from"))
-    output = prepare_output(cfg.output, files, names, bool(cfg.draw))
     check_mask_format(cfg.mask_format)
     if cfg.tile_size is not None:
         check_tiling(cfg.tile_size, cfg.tile_overlap)
+    # Settings first: a typo must not cost the last run's results. A bad output folder fails
+    # before the model loads; a model that fails to load leaves no stale results behind.
+    output = prepare_output(cfg.output, files, names, bool(cfg.draw))
     inference, categories, source = configured_inference(cfg, score_threshold, mask_threshold)
     if cfg.tile_size is not None:  # sliced inference: the same contract, tile by tile
         inference.backend = TiledBackend(

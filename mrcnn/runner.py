@@ -144,6 +144,7 @@ def build_trainer(
     callbacks += [ValidatedStep()]
     if datamodule is not None and cfg.get("evaluation") and cfg.trainer.limit_val_batches:
         callbacks += validation_callbacks(cfg.evaluation, datamodule)
+        check_monitored_metrics(callbacks, cfg.evaluation)
     loggers = build_loggers(cfg.get("logger"))
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
     # A progress bar written to a file or a pipe is a wall of carriage returns: there the
@@ -156,6 +157,23 @@ def build_trainer(
         precision=precision,
         enable_progress_bar=progress_bar,
     )
+
+
+def check_monitored_metrics(callbacks: Sequence[Any], evaluation: DictConfig) -> None:
+    """A callback that watches a COCO metric (``val/segm_AP``, the best checkpoint's default)
+    needs ``evaluation.coco_metrics``; without it Lightning stops after the first validation."""
+    if evaluation.coco_metrics:
+        return
+    for callback in callbacks:
+        monitor = str(getattr(callback, "monitor", None) or "")
+        if monitor.startswith("val/") and not monitor.startswith("val/loss"):
+            raise ConfigError(
+                f"evaluation.coco_metrics=false logs no {monitor}, which "
+                f"{type(callback).__name__} watches (monitor={monitor}). Watch a validation "
+                "loss instead: optimized_metric=val/loss callbacks.model_checkpoint.mode=min "
+                "(and callbacks.early_stopping.mode=min with the early_stopping preset), or "
+                "keep evaluation.coco_metrics=true."
+            )
 
 
 def error_plot_types(evaluation: DictConfig) -> list[str]:
@@ -260,15 +278,19 @@ def checkpoint_inference(
     batch_size: int,
     score_threshold: float = 0.0,
     mask_threshold: float = 0.5,
+    exported: bool | None = None,
 ) -> tuple[Inference, Categories]:
     """A checkpoint's model on ``device`` behind :class:`~mrcnn.inference.Inference`, and its
     classes: what ``evaluate`` and ``predict`` run. Bad settings fail before the model loads.
 
     A model from ``python -m mrcnn.export`` (``.onnx``, ``.pt``) runs the same way
-    (:func:`exported_backend`), its classes read from its sidecar ``<model>.json``."""
+    (:func:`exported_backend`), its classes read from its sidecar ``<model>.json``. ``exported``:
+    whether the file is such a model (None: by its suffix, ``.onnx`` or ``.pt``)."""
     chosen_device = resolve_device(str(device))
     chosen_precision = resolve_precision(precision, chosen_device.type)
-    if Path(ckpt_path).suffix in EXPORTED_SUFFIXES:
+    if exported is None:
+        exported = Path(ckpt_path).suffix.lower() in EXPORTED_SUFFIXES
+    if exported:
         backend, categories = exported_backend(ckpt_path, chosen_device, chosen_precision)
     else:
         module = load_module(ckpt_path, map_location=chosen_device)
@@ -323,4 +345,4 @@ def configured_inference(
         )
     source = str(ckpt_path if ckpt_path is not None else model)
     settings = (cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold)
-    return (*checkpoint_inference(source, *settings), source)
+    return (*checkpoint_inference(source, *settings, exported=model is not None), source)

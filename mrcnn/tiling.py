@@ -304,5 +304,5 @@ class TiledBackend:
                         seen_tiles.add(patches[other].tile)
                         taken[other] = True
                         grew = True
-            groups.append(members)
+            groups.append(sorted(members, key=rank.__getitem__))  # best score first
         return groups

@@ -80,6 +80,24 @@ def test_train_reports_a_bad_config_value_by_its_key(tmp_path):
     assert_one_message(done, "mrcnn.train", "trainer.precision", "'17'")
 
 
+def test_train_without_coco_metrics_names_the_monitor_to_change(tmp_path):
+    """The best checkpoint watches val/segm_AP: without COCO metrics Lightning would stop after
+    the first validation with a traceback; mrcnn says which keys to set, and they work."""
+    done = run_command("mrcnn.train", *TINY, "evaluation.coco_metrics=false", cwd=tmp_path)
+    assert_one_message(done, "mrcnn.train", "monitor=val/segm_AP", "optimized_metric=val/loss")
+    fixed = [*TINY, "evaluation.coco_metrics=false", "optimized_metric=val/loss"]
+    done = run_command("mrcnn.train", *fixed, "callbacks.model_checkpoint.mode=min", cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert list((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+
+
+def test_train_resuming_from_a_file_that_is_no_checkpoint_says_so(tmp_path):
+    notes = tmp_path / "notes.ckpt"
+    notes.write_text("not a checkpoint")
+    done = run_command("mrcnn.train", *TINY, f"ckpt_path={notes}", cwd=tmp_path)
+    assert_one_message(done, "mrcnn.train", str(notes))
+
+
 def test_train_reports_a_non_finite_loss_with_its_fix(tmp_path):
     overrides = [*TINY, "optimizer=sgd", "optimizer.lr=1e12", "trainer.gradient_clip_val=null"]
     overrides += ["trainer.max_steps=8", "trainer.val_check_interval=8", "trainer.precision=32"]

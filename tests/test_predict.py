@@ -22,6 +22,7 @@ import mrcnn.runner
 from mrcnn.config import compose_config
 from mrcnn.data import ShapesDataset
 from mrcnn.data.images import read_image
+from mrcnn.errors import ConfigError
 from mrcnn.evaluation.coco import evaluate_coco, ground_truth_for
 from mrcnn.model.checkpoint import CheckpointError
 from mrcnn.predict import PredictError, drawn_names, predict
@@ -255,6 +256,16 @@ def test_missing_or_non_checkpoint_file_fails_clearly_and_removes_stale_results(
     text.write_text("hello")
     with pytest.raises(CheckpointError, match="text file"):
         predict(predict_config(ckpt_path=text, input=image_folder, output=out))
+
+
+def test_a_setting_typo_keeps_the_last_results(checkpoint, image_folder, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.json").write_text("[]")  # from an earlier run
+    for typo in ({"mask_format": "polygons"}, {"tile_size": 8}):
+        with pytest.raises(ConfigError):
+            predict(predict_config(ckpt_path=checkpoint, input=image_folder, output=out, **typo))
+        assert (out / "predictions.json").read_text() == "[]"
 
 
 def test_unwritable_output_and_output_over_inputs_are_refused(image_folder, tmp_path):

@@ -128,5 +128,6 @@ class RunState(Callback):
 
 def saved_overrides(ckpt_path: str | Path) -> list[str]:
     """The command-line overrides of the run that wrote ``ckpt_path`` ([] for older files)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    return list(checkpoint.get("overrides", []))
+    from mrcnn.model.checkpoint import read_checkpoint  # the one reader: clear errors
+
+    return list(read_checkpoint(ckpt_path).get("overrides", []))

@@ -127,10 +127,11 @@ def detections_to_coco_results(
         masks = detection.get("masks")
         rles: list[dict | None] = [None] * len(labels)
         if masks is not None:
-            masks = masks.detach().float().cpu()
+            masks = masks.detach().cpu()
             if masks.ndim == 4:
                 masks = masks[:, 0]
-            binary = masks > mask_threshold
+            # Inference hands over binary masks already; probabilities are thresholded here.
+            binary = masks if masks.dtype == torch.bool else masks.float() > mask_threshold
             rles = encode_masks(binary)
             if mask_format == "polygon":
                 for index, mask in enumerate(binary.numpy()):
