@@ -184,8 +184,11 @@ class LabelMeDataset(InstanceDataset):
 
     def annotation_warnings(self) -> list[str]:
         return [
-            f"{count} '{kind}' shape(s) skipped: only polygons, rectangles and circles have an "
-            "area to make a mask of"
+            f"{count} 'mask' shape(s) skipped: mrcnn does not read LabelMe's bitmap masks yet; "
+            "redraw them as polygons in LabelMe"
+            if kind == "mask"
+            else f"{count} '{kind}' shape(s) skipped: only polygons, rectangles and circles have "
+            "an area to make a mask of"
             for kind, count in sorted(self.skipped.items())
         ]
 

@@ -112,6 +112,7 @@ def test_labelme_shapes_groups_and_skipped_kinds(tmp_path):
             shape("cat", [[50, 30], [58, 30], [58, 38]], group_id=1),
             shape("cat", [[0, 0], [5, 5]], "line"),
             shape("cat", [[3, 3]], "point"),
+            shape("cat", [[20, 20], [24, 24]], "mask"),  # LabelMe 5.3+ bitmap: not read
         ],
         imageHeight=40,
         imageWidth=60,
@@ -125,8 +126,12 @@ def test_labelme_shapes_groups_and_skipped_kinds(tmp_path):
     assert abs(int(circle.sum()) - np.pi * 36) < 10 and circle[20, 40] == 1
     parts = target["masks"][2]
     assert parts[35, 8] == 1 and parts[35, 56] == 1 and parts[35, 30] == 0
-    assert dataset.skipped == Counter({"line": 1, "point": 1})
-    assert any("1 'line' shape(s) skipped" in w for w in dataset.annotation_warnings())
+    assert dataset.skipped == Counter({"line": 1, "point": 1, "mask": 1})
+    warnings = dataset.annotation_warnings()
+    assert any("1 'line' shape(s) skipped" in w for w in warnings)
+    assert any(
+        "1 'mask' shape(s) skipped" in w and "redraw them as polygons" in w for w in warnings
+    )
     assert "skipped shapes without an area" in dataset.describe()
 
 
