@@ -12,15 +12,14 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mrcnn.config import compose_config
-from mrcnn.data.categories import Categories
 from mrcnn.errors import ConfigError
-from mrcnn.evaluation import coco_report, detections_to_coco_results
+from mrcnn.evaluation import coco_report
 from mrcnn.evaluation.coco import encode_masks
 from mrcnn.evaluation.diagnostics import confusion_json, error_counts, worst_images
 from mrcnn.runner import error_plot_types
 from mrcnn.train import train
 from mrcnn.visualize import draw_marked
-from tests.evaluation.coco_fakes import detections_from_ground_truth
+from tests.evaluation.coco_fakes import results_from_ground_truth
 from tests.evaluation.test_evaluate_command import coco_overrides, run_evaluate
 from tests.tiny import TINY
 
@@ -157,13 +156,8 @@ def test_pr_curves_agree_with_cocoeval_per_class_ap(backend):
 
 
 def test_evaluate_writes_pictures_worst_images_and_confusion_counts(tmp_path, coco128_dir, coco_gt):
-    detections, image_ids, category_ids = detections_from_ground_truth(coco_gt, seed=7)
-    names = {c["id"]: c["name"] for c in coco_gt["categories"]}
-    categories = Categories(tuple(names[c] for c in category_ids), tuple(category_ids))
     results_path = tmp_path / "detections.json"
-    results_path.write_text(
-        json.dumps(detections_to_coco_results(detections, image_ids, categories))
-    )
+    results_path.write_text(json.dumps(results_from_ground_truth(coco_gt)))
     done = run_evaluate(
         *coco_overrides(coco128_dir), f"results={results_path}", "worst=2", cwd=tmp_path
     )

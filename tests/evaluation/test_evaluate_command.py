@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 
 from mrcnn.config import compose_config
-from mrcnn.data.categories import Categories
 from mrcnn.evaluate import evaluate
-from mrcnn.evaluation import STAT_NAMES, ResultsError, detections_to_coco_results, evaluate_coco
+from mrcnn.evaluation import STAT_NAMES, ResultsError, evaluate_coco
 from mrcnn.model.checkpoint import CheckpointError, ClassesMismatchError
-from tests.evaluation.coco_fakes import detections_from_ground_truth
+from tests.evaluation.coco_fakes import results_from_ground_truth
 from tests.evaluation.runs import EVAL_DATA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,10 +59,7 @@ def test_checkpoint_on_synthetic_prints_table_and_writes_json(tmp_path, checkpoi
 
 
 def test_results_file_on_coco128_equals_pycocotools(tmp_path, coco128_dir, coco_gt, coco_gt_path):
-    detections, image_ids, category_ids = detections_from_ground_truth(coco_gt, seed=7)
-    names = {c["id"]: c["name"] for c in coco_gt["categories"]}
-    categories = Categories(tuple(names[c] for c in category_ids), tuple(category_ids))
-    results = detections_to_coco_results(detections, image_ids, categories)
+    results = results_from_ground_truth(coco_gt)
     results_path = tmp_path / "detections.json"
     results_path.write_text(json.dumps(results))
 
@@ -82,13 +78,8 @@ def test_results_file_on_coco128_equals_pycocotools(tmp_path, coco128_dir, coco_
 
 
 def test_per_class_ap_is_printed_and_written(tmp_path, coco128_dir, coco_gt, coco_gt_path, capsys):
-    detections, image_ids, category_ids = detections_from_ground_truth(coco_gt, seed=7)
-    names = {c["id"]: c["name"] for c in coco_gt["categories"]}
-    categories = Categories(tuple(names[c] for c in category_ids), tuple(category_ids))
     results_path = tmp_path / "detections.json"
-    results_path.write_text(
-        json.dumps(detections_to_coco_results(detections, image_ids, categories))
-    )
+    results_path.write_text(json.dumps(results_from_ground_truth(coco_gt)))
     output = tmp_path / "metrics.json"
     cfg = compose_config(
         [*coco_overrides(coco128_dir), f"results={results_path}", f"output={output}"],
@@ -98,9 +89,8 @@ def test_per_class_ap_is_printed_and_written(tmp_path, coco128_dir, coco_gt, coc
     evaluate(cfg)
     printed = capsys.readouterr().out
     written = json.loads(output.read_text())["per_class"]
-    assert set(written["segm"]) == set(names.values()) and set(written["bbox"]) == set(
-        names.values()
-    )
+    names = {c["name"] for c in coco_gt["categories"]}
+    assert set(written["segm"]) == names and set(written["bbox"]) == names
     person = written["segm"]["person"]
     assert 0 < person["AP"] < person["AP50"] <= 1
     assert "Per class (%), weakest first:" in printed
