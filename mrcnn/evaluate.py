@@ -3,8 +3,9 @@
 - ``ckpt_path=FILE``: the checkpoint alone rebuilds the model and its classes; the classes must
   match the data's; the validation split is predicted through :mod:`mrcnn.inference` (as
   ``mrcnn.predict`` predicts) and scored.
-- ``model_path=FILE.onnx`` (or ``.pt``): a model from ``mrcnn.export``, its classes from its
-  sidecar, run (ONNX Runtime, TorchScript) and scored the same way.
+- ``model=FILE.onnx`` (or ``.pt``; the config key is ``model_path``): a model from
+  ``mrcnn.export``, its classes from its sidecar, run (ONNX Runtime, TorchScript) and scored
+  the same way.
 - ``results=FILE.json``: a COCO results file from ``predict`` or any other tool is scored
   against the same validation split.
 
@@ -20,6 +21,7 @@ validation images with the most errors, each error marked (``worst/01_<image>.pn
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ from mrcnn.export import read_sidecar
 from mrcnn.inference import Inference
 from mrcnn.io import write_json_atomically
 from mrcnn.model.checkpoint import ensure_classes_match
-from mrcnn.runner import build_datamodule, command, configured_inference
+from mrcnn.runner import build_datamodule, command, configured_inference, exported_model_alias
 from mrcnn.visualize import draw_marked, plot_confusion_matrix, plot_pr_curves, save_png
 
 log = logging.getLogger(__name__)
@@ -158,8 +160,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate as configured, print the table, write the metrics json; return the metrics."""
     if sum(cfg.get(key) is not None for key in ("ckpt_path", "model_path", "results")) != 1:
         raise ConfigError(
-            "Give exactly one of ckpt_path=FILE (evaluate a checkpoint), model_path=FILE.onnx|.pt "
-            "(a model from mrcnn.export) or results=FILE.json (score a COCO results file)."
+            "Give exactly one of ckpt_path=FILE (evaluate a checkpoint), model=FILE.onnx|.pt "
+            "(a model from mrcnn.export; the key model_path) or results=FILE.json (score a COCO "
+            "results file)."
         )
     worst = check_worst(cfg.get("worst", 0))
     # Read the model first: a bad file fails fast, before any data is touched.
@@ -257,4 +260,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = exported_model_alias(sys.argv)
     main()

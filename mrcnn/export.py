@@ -6,7 +6,7 @@ The exported model takes ONE float32 image [3,H,W] in [0,1] (any H, W) and retur
 [N,1,H,W] (probabilities at the image's size): torchvision's eval-mode outputs, resizing to
 ``min_size``/``max_size`` and the thresholds baked in. :class:`mrcnn.inference.OnnxBackend` and
 :class:`~mrcnn.inference.TorchScriptBackend` run it behind :class:`~mrcnn.inference.Inference`,
-so ``predict`` and ``evaluate`` take ``model_path=FILE``
+so ``predict`` and ``evaluate`` take ``model=FILE`` (``model_path=FILE``)
 (:func:`mrcnn.runner.configured_inference`).
 
 Formats:

@@ -1,7 +1,7 @@
 """`python -m mrcnn.predict ckpt_path=FILE input=IMAGE_OR_DIR output=DIR`: detections for images.
 
-``model_path=model.onnx`` (or ``.pt``) instead of ``ckpt_path=`` runs a model from ``mrcnn.export``
-and writes the same files.
+``model=model.onnx`` (or ``.pt``; the config key is ``model_path``) instead of ``ckpt_path=`` runs
+a model from ``mrcnn.export`` and writes the same files.
 
 Writes to ``output``:
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ from mrcnn.data.images import IMAGE_EXTENSIONS, read_image
 from mrcnn.errors import UserError
 from mrcnn.evaluation.coco import check_mask_format, detections_to_coco_results
 from mrcnn.io import write_json_atomically
-from mrcnn.runner import command, configured_inference
+from mrcnn.runner import command, configured_inference, exported_model_alias
 from mrcnn.tiling import TiledBackend, check_tiling
 from mrcnn.visualize import draw_prediction
 
@@ -329,4 +330,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = exported_model_alias(sys.argv)
     main()

@@ -309,6 +309,17 @@ def checkpoint_inference(
 EXPORTED_SUFFIXES = (".onnx", ".pt")
 
 
+def exported_model_alias(argv: Sequence[str]) -> list[str]:
+    """The command line of ``predict`` and ``evaluate`` with ``model=FILE`` read as
+    ``model_path=FILE``: ``model=model.onnx`` is what users type, but Hydra reads ``model=`` as
+    a pick from the ``conf/model`` group, which these commands do not compose, and fails with
+    "Could not find 'model/model.onnx'"."""
+    return [
+        "model_path=" + arg.removeprefix("model=") if arg.startswith("model=") else arg
+        for arg in argv
+    ]
+
+
 def exported_backend(
     model_path: str | Path, device: torch.device, precision: str
 ) -> tuple[OnnxBackend | TorchScriptBackend, Categories]:
@@ -334,13 +345,13 @@ def configured_inference(
 ) -> tuple[Inference, Categories, str]:
     """The model a command's ``ckpt_path=`` (a checkpoint) or ``model_path=`` (a model from
     ``mrcnn.export``) names, exactly one of them, with its classes and the path it came from;
-    the file's suffix decides how it runs (:func:`checkpoint_inference`). Not ``model=``: on
-    the command line that picks a ``conf/model`` group option."""
+    the file's suffix decides how it runs (:func:`checkpoint_inference`). On the command line
+    ``model=FILE`` says ``model_path=FILE`` (:func:`exported_model_alias`)."""
     ckpt_path, model = cfg.get("ckpt_path"), cfg.get("model_path")
     if (ckpt_path is None) == (model is None):
         raise ConfigError(
             "Give exactly one of ckpt_path=FILE.ckpt (a checkpoint from mrcnn.train) or "
-            "model_path=FILE.onnx|FILE.pt (a model from mrcnn.export)"
+            "model=FILE.onnx|FILE.pt (a model from mrcnn.export; the key model_path)"
             + (", not both." if ckpt_path is not None else ".")
         )
     source = str(ckpt_path if ckpt_path is not None else model)

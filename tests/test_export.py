@@ -192,7 +192,7 @@ def test_export_and_predict_commands(trained, exported, tmp_path):
     common = [f"input={images}", "score_threshold=0.0", f"hydra.run.dir={tmp_path / 'run'}"]
     written = {}
     for name, source in (
-        ("onnx", f"model_path={out / 'model.onnx'}"),
+        ("onnx", f"model={out / 'model.onnx'}"),  # as users type it: model_path=
         ("ckpt", f"ckpt_path={trained}"),
     ):
         run_module("mrcnn.predict", source, *common, f"output={tmp_path / name}", cwd=tmp_path)
@@ -209,6 +209,32 @@ def test_export_and_predict_commands(trained, exported, tmp_path):
     for onnx, ckpt in pairs:
         assert onnx["image_id"] == ckpt["image_id"] and onnx["category_id"] == ckpt["category_id"]
         assert max(abs(a - b) for a, b in zip(onnx["bbox"], ckpt["bbox"], strict=True)) <= 1.0
+
+    run_module(
+        "mrcnn.evaluate",
+        f"model={out / 'model.onnx'}",
+        *DATA,
+        f"output={tmp_path / 'metrics.json'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["model_path"] == str((out / "model.onnx").resolve())
+    assert written["metrics"]["segm_AP50"] > 0
+
+
+@pytest.mark.parametrize("command", ["mrcnn.predict", "mrcnn.evaluate"])
+def test_model_on_the_command_line_is_an_exported_model(command, tmp_path):
+    """``model=model.onnx``, as users type it, means ``model_path=`` (Hydra alone would look
+    for a conf/model option and fail with "Could not find 'model/model.onnx'")."""
+    from PIL import Image
+
+    from tests.test_errors import assert_one_message, run_command
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    where = [f"input={tmp_path}", f"output={tmp_path / 'o'}"] if command == "mrcnn.predict" else []
+    done = run_command(command, f"model={tmp_path / 'model.onnx'}", *where, cwd=tmp_path)
+    assert_one_message(done, command, "model.onnx: no such file")
 
 
 def test_user_errors_name_the_fix(tmp_path):
@@ -239,7 +265,7 @@ def test_user_errors_name_the_fix(tmp_path):
     with pytest.raises(ExportError, match="no sidecar"):
         run_predict(f"model_path={model}")
     for overrides in ([], ["ckpt_path=x.ckpt", f"model_path={model}"]):
-        with pytest.raises(ConfigError, match=r"exactly one of ckpt_path=.* or model_path="):
+        with pytest.raises(ConfigError, match=r"exactly one of ckpt_path=.* or model=.*model_path"):
             run_predict(*overrides)
     sidecar = {"format": "onnx", "categories": {"names": ["a"], "dataset_ids": [7]}}
     (tmp_path / "model.onnx.json").write_text(json.dumps(sidecar))
