@@ -8,6 +8,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+# Every command's @hydra.main config_path too. Absolute, because Hydra reads a relative
+# config_path ("../conf") as a Python package when the command runs as an installed script
+# (mrcnn-train), not as __main__, and failed with "Primary config module 'conf' not found".
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 

@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from mrcnn.config import CONFIG_DIR
 from mrcnn.data.categories import Categories
 from mrcnn.data.datamodule import collate
 from mrcnn.data.wrappers import unwrap_dataset
@@ -252,13 +253,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 @command("mrcnn.evaluate")
 def main(cfg: DictConfig) -> None:
     """``python -m mrcnn.evaluate``."""
     evaluate(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m mrcnn.evaluate`` and the ``mrcnn-evaluate`` script: ``model=FILE`` on the command
+    line names an exported model (:func:`~mrcnn.runner.exported_model_alias`)."""
     sys.argv = exported_model_alias(sys.argv)
     main()
+
+
+if __name__ == "__main__":
+    cli()

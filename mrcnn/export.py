@@ -48,6 +48,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from mrcnn.config import CONFIG_DIR
 from mrcnn.data.categories import Categories
 from mrcnn.errors import ConfigError, UserError
 from mrcnn.io import write_json_atomically
@@ -276,7 +277,7 @@ def read_sidecar(model_path: str | Path) -> dict[str, Any]:
     return info
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
 @command("mrcnn.export")
 def main(cfg: DictConfig) -> None:
     """``python -m mrcnn.export``."""

@@ -51,6 +51,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from mrcnn.config import CONFIG_DIR
 from mrcnn.data.errors import DataError
 from mrcnn.data.images import IMAGE_EXTENSIONS, read_image
 from mrcnn.errors import UserError
@@ -322,13 +323,19 @@ def predict(cfg: DictConfig) -> PredictSummary:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
 @command("mrcnn.predict")
 def main(cfg: DictConfig) -> None:
     """``python -m mrcnn.predict``."""
     predict(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m mrcnn.predict`` and the ``mrcnn-predict`` script: ``model=FILE`` on the command
+    line names an exported model (:func:`~mrcnn.runner.exported_model_alias`)."""
     sys.argv = exported_model_alias(sys.argv)
     main()
+
+
+if __name__ == "__main__":
+    cli()

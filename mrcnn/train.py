@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mrcnn.config import CONFIG_DIR
 from mrcnn.errors import ConfigError
 from mrcnn.loggers import finishing_runs, log_hyperparams
 from mrcnn.runner import (
@@ -103,7 +104,7 @@ def _optimized_metric(cfg: DictConfig, metrics: dict[str, float]) -> float | Non
     return metrics[name]
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 @command("mrcnn.train")
 def main(cfg: DictConfig) -> float | None:
     """``python -m mrcnn.train``. Under DDP, Lightning starts this script again for every other

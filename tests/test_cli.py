@@ -1,5 +1,9 @@
 """The commands a user types, run as they would type them (in a scratch working directory)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from hydra.errors import MissingConfigException
@@ -73,6 +77,30 @@ def test_help_lists_config_groups_and_cfg_job_prints_config(tmp_path):
     job = OmegaConf.create(run_train("--cfg", "job", cwd=tmp_path).stdout)
     assert job.backbone.name == "resnet18" and job.data.image_size == 128
     assert not (tmp_path / "outputs").exists(), "--help/--cfg must not start a run"
+
+
+def test_installed_scripts_find_their_config(tmp_path):
+    """``mrcnn-train`` and ``mrcnn-predict`` (``[project.scripts]``) work as ``python -m`` does,
+    ``model=FILE`` included (they failed with "Primary config module 'conf' not found")."""
+    from PIL import Image
+
+    from tests.test_errors import assert_one_message
+
+    def script(name: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(Path(sys.executable).with_name(name)), *args, f"hydra.run.dir={tmp_path}/run"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    done = script("mrcnn-train", "--help")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "backbone: resnet101, resnet18" in done.stdout
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    done = script("mrcnn-predict", f"model={tmp_path}/m.onnx", f"input={tmp_path}", "output=o")
+    assert_one_message(done, "mrcnn.predict", "m.onnx: no such file")
 
 
 def test_tuned_settings_specialise_only_their_data_and_optimizer_pair():

@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from mrcnn.config import CONFIG_DIR
 from mrcnn.data.base import InstanceDataset
 from mrcnn.data.errors import DataError, SizeMismatchError, UnreadableFileError, listing
 from mrcnn.data.targets import CLIPPED_BOX, DEGENERATE_BOX, EMPTY_MASK
@@ -149,7 +150,7 @@ def run(cfg: DictConfig) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="check")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="check")
 @command(COMMAND)
 def main(cfg: DictConfig) -> None:
     """``python -m mrcnn.data.check``."""
