@@ -261,8 +261,8 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    """``python -m mrcnn.evaluate`` and the ``mrcnn-evaluate`` script: ``model=FILE`` on the command
-    line names an exported model (:func:`~mrcnn.runner.exported_model_alias`)."""
+    """``python -m mrcnn.evaluate``: ``model=FILE`` on the command line names an exported model
+    (:func:`~mrcnn.runner.exported_model_alias`)."""
     sys.argv = exported_model_alias(sys.argv)
     main()
 

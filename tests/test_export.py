@@ -192,7 +192,7 @@ def test_export_and_predict_commands(trained, exported, tmp_path):
     common = [f"input={images}", "score_threshold=0.0", f"hydra.run.dir={tmp_path / 'run'}"]
     written = {}
     for name, source in (
-        ("onnx", f"model={out / 'model.onnx'}"),  # as users type it: model_path=
+        ("onnx", f"model={out / 'model.onnx'}"),  # as users type it (the key model_path)
         ("ckpt", f"ckpt_path={trained}"),
     ):
         run_module("mrcnn.predict", source, *common, f"output={tmp_path / name}", cwd=tmp_path)
