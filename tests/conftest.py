@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+from tests.tiny import TRAINED_RUN, TRAINED_THREADS
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +38,21 @@ def pennfudan_dir(data_dir: Path) -> Path:
     if not (path / "PNGImages").is_dir() or not (path / "PedMasks").is_dir():
         pytest.skip(f"PennFudanPed not found under {data_dir} (set MRCNN_DATA_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """``last.ckpt`` of a real 600-step training run on the synthetic set
+    (``tests/tiny.py: TRAINED_RUN``), trained once per session with the same thread count on
+    every machine."""
+    from mrcnn.config import compose_config
+    from mrcnn.train import train
+
+    run_dir = tmp_path_factory.mktemp("trained")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAINED_THREADS)
+    try:
+        train(compose_config(TRAINED_RUN, output_dir=run_dir))
+    finally:
+        torch.set_num_threads(threads)
+    return run_dir / "checkpoints" / "last.ckpt"

@@ -33,9 +33,9 @@ def test_unknown_backbone_names_the_choices(tmp_path):
 
 def test_design_card_command_trains_and_writes_the_outputs_layout(tmp_path):
     result = run_train(
+        *TINY,
         "backbone=resnet101",
         "trainer.precision=16",
-        *TINY,
         "seed=3",
         "trainer.limit_val_batches=1",
         cwd=tmp_path,

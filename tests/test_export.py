@@ -18,29 +18,14 @@ from tests.tiny import TINY, run_module
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-# The synthetic set at 128 px; a light model trained long enough to find the shapes, and with
-# box_score_thresh=0 so that every image has detections (up to 20) to compare.
+# The validation images of the synthetic set the shared trained model learnt (tests/conftest.py:
+# trained_checkpoint; tests/tiny.py: TRAINED_RUN).
 DATA = [o for o in TINY if o.startswith("data.")] + ["data.val.num_images=4"]
-TRAIN = [
-    *TINY,
-    "data.train.num_images=400",
-    "data.val.num_images=4",
-    "model=light",
-    "model.detector.box_score_thresh=0.0",
-    "logger=none",
-    "trainer.max_steps=200",
-    "trainer.limit_val_batches=0",
-]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """``last.ckpt`` of a 200-step training run on the synthetic set."""
-    from mrcnn.train import train
-
-    run_dir = tmp_path_factory.mktemp("export_train")
-    train(compose_config(TRAIN, output_dir=run_dir))
-    return run_dir / "checkpoints" / "last.ckpt"
+def trained(trained_checkpoint) -> Path:
+    return trained_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 The fast tests use a back end that really looks at the pixels of whatever tile it is given:
 objects are flat colours on black, and it reports one detection per colour it sees (cut objects
 included, as a model sees them at a tile edge). The same back end run on the whole image is the
-answer the tiled one must give. The slow test runs a briefly trained model on large images made
-of validation images, tiled against one by one.
+answer the tiled one must give. The slow tests run a trained model on large scenes made of
+validation images' shapes, tiled against the same pixels predicted one piece at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from torchvision.ops import masks_to_boxes
 
 from mrcnn.config import compose_config
 from mrcnn.data import ShapesDataset
+from mrcnn.data.synthetic import gradient_background
+from mrcnn.data.targets import boxes_from_masks
 from mrcnn.errors import ConfigError
 from mrcnn.evaluation.coco import detections_to_coco_results, evaluate_coco, ground_truth_for
 from mrcnn.inference import Inference
@@ -159,91 +161,119 @@ def test_predict_refuses_bad_tiling_before_loading_a_model(tmp_path):
 
 
 # --------------------------------------------------------------------------- a trained model
+#
+# Large images made of validation images, predicted tiled, against the same pixels predicted one
+# 128 px piece at a time. The model is the shared 600-step float32 one (tests/conftest.py:
+# trained_checkpoint), so it is much the same on every CPU kind.
+#
+# Why a scene and not the pieces side by side (2026-12-06): an AMX Xeon failed the first version
+# of this test (tiled segm AP 0.122 against 0.172 one by one). Its 200-step model trained in
+# bf16 (precision=auto), and the loss was not the tiling's: with the pieces' own backgrounds side
+# by side, tiles that straddle two pieces see straight edges between two backgrounds that no
+# piece shows, and 65 of the 70 background false positives scoring >= 0.3 lay on those seams
+# (measured here on a 200-step bf16 model whose gap was 0.038); the grid's ground-truth boxes
+# were 1 px smaller than the pieces' (``masks_to_boxes`` against ``boxes_from_masks``), which
+# cost the tiled side bbox AP only; shapes cut by a piece's border became truncated shapes in
+# mid-image; and 4 grids of 200-step models held too few, too weak detections for a 0.02
+# tolerance (the gap ranged 0.005-0.038 over 3 seeds x 2 precisions). Here the pieces' shapes
+# are painted on one continuous background, shapes touching a piece's border are left out, the
+# boxes are the data sets' own kind, and 32 scenes hold about 270 objects. Measured on 4 models
+# (600 steps, 3 seeds in float32, 1 in bf16): |tiled - one by one| <= 0.025 in segm and bbox AP,
+# while merging turned off loses 0.14-0.19.
+# Run on: AMD EPYC Zen 5 (AVX512-BF16), natively and as an AVX2-only CPU
+# (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2).
 
-TRAIN_RUN = [
-    "model=light",
-    "logger=none",
-    "data.num_workers=0",
-    "data.train.num_images=400",
-    "data.val.num_images=4",
-    "data.image_size=128",
-    "data.max_image_size=128",
-    "data.batch_size=4",
-    "trainer.max_steps=200",
-    "trainer.limit_val_batches=0",
-    "trainer.enable_progress_bar=false",
-    "model.detector.box_score_thresh=0.01",
-]
+SCENES = 32  # of 2 x 3 pieces of 128 px: 256 x 384 px
+AP_TOLERANCE = 0.03
+TILE_SIZE, TILE_OVERLAP = 128, 0.2
 
 
-def grid_samples(dataset: ShapesDataset, rows: int, cols: int, first: int):
-    """A rows x cols grid of 128 px images and its exact target; and the pieces, id'd 1000+."""
-    image = torch.zeros(3, 128 * rows, 128 * cols)
-    masks, boxes, labels, pieces = [], [], [], []
+def shapes_scene(
+    dataset: ShapesDataset, rows: int, cols: int, first: int, seed: int
+) -> tuple[torch.Tensor, dict, list[tuple[torch.Tensor, dict]]]:
+    """A rows x cols scene of 128 px pieces: the shapes of images ``first``, ``first + 1``, ...
+    of ``dataset`` on one continuous background, its exact target, and its pieces (128 px crops
+    of the same pixels, id'd 1000+) with theirs. Shapes that touch their image's border are left
+    out: in mid-scene they would be shapes cut straight, which no training image shows."""
+    height, width = 128 * rows, 128 * cols
+    background = gradient_background(np.random.default_rng([seed, first]), height, width)
+    image = torch.from_numpy(background).permute(2, 0, 1).float() / 255
+    masks, labels, pieces = [], [], []
     for r in range(rows):
         for c in range(cols):
             index = first + r * cols + c
             piece, target = dataset[index]
-            piece = piece.as_subclass(torch.Tensor)
-            image[:, 128 * r : 128 * (r + 1), 128 * c : 128 * (c + 1)] = piece.float() / 255
-            for mask, label in zip(target["masks"], target["labels"], strict=True):
-                full = torch.zeros(128 * rows, 128 * cols, dtype=torch.bool)
-                full[128 * r : 128 * (r + 1), 128 * c : 128 * (c + 1)] = mask.bool()
+            piece = piece.as_subclass(torch.Tensor).float() / 255
+            own = target["masks"].bool()
+            on_row, on_column = own.any(dim=2), own.any(dim=1)  # [N, H], [N, W]
+            inside = ~(on_row[:, 0] | on_row[:, -1] | on_column[:, 0] | on_column[:, -1])
+            window = (slice(None), slice(128 * r, 128 * (r + 1)), slice(128 * c, 128 * (c + 1)))
+            painted = own[inside].any(dim=0)
+            image[window][:, painted] = piece[:, painted]
+            for mask, label in zip(own[inside], target["labels"][inside], strict=True):
+                full = torch.zeros(height, width, dtype=torch.bool)
+                full[window[1:]] = mask
                 masks.append(full)
                 labels.append(int(label))
-            pieces.append((piece, {**target, "image_id": 1000 + index}))
+            pieces.append((window, index, inside, target))
+    crops = []
+    for window, index, inside, target in pieces:
+        kept = {
+            "masks": target["masks"][inside],
+            "boxes": target["boxes"][inside],
+            "labels": target["labels"][inside],
+        }
+        crops.append((image[window].clone(), {**kept, "image_id": 1000 + index}))
     masks = torch.stack(masks)
-    boxes = masks_to_boxes(masks)
-    target = {"masks": masks, "boxes": boxes, "labels": torch.tensor(labels)}
-    return image, target, pieces
+    target = {"masks": masks, "boxes": boxes_from_masks(masks), "labels": torch.tensor(labels)}
+    return image, target, crops
 
 
-@pytest.fixture(scope="module")
-def trained_checkpoint(tmp_path_factory):
-    from mrcnn.train import train
-
-    run = tmp_path_factory.mktemp("tiling_train")
-    train(compose_config(TRAIN_RUN, output_dir=run))
-    return run / "checkpoints" / "last.ckpt"
+def coco_ap(samples: list, detections: list, categories) -> dict[str, float]:
+    """Box and mask AP; each side counts every detection (a scene holds six pieces')."""
+    ids = [target["image_id"] for _, target in samples]
+    results = detections_to_coco_results(detections, ids, categories)
+    return evaluate_coco(ground_truth_for(samples, categories), results, max_detections=1000)
 
 
 @pytest.fixture(scope="module")
 def tiled_and_alone(trained_checkpoint):
-    """4 grids of 3 x 2 validation images (256 x 384 px) predicted tiled (128 px, overlap 0.2),
-    and their pieces predicted one by one."""
+    """Scenes of 2 x 3 validation pieces (256 x 384 px) predicted tiled (128 px, overlap 0.2),
+    with merging and without, and their pieces predicted one by one."""
     from mrcnn.runner import checkpoint_inference
 
     inference, categories = checkpoint_inference(trained_checkpoint, "cpu", 32, 4, 0.05, 0.5)
-    dataset = ShapesDataset(num_images=24, image_size=128, size_jitter=0, seed=1)
-    grids, pieces = [], []
-    for g in range(4):  # 4 grids of 3 x 2 validation images: 256 x 384 px
-        image, target, parts = grid_samples(dataset, 2, 3, 6 * g)
-        grids.append((image, {**target, "image_id": g + 1}))
+    dataset = ShapesDataset(num_images=6 * SCENES, image_size=128, size_jitter=0, seed=1)
+    scenes, pieces = [], []
+    for s in range(SCENES):
+        image, target, parts = shapes_scene(dataset, 2, 3, 6 * s, seed=1)
+        scenes.append((image, {**target, "image_id": s + 1}))
         pieces += parts
 
     one_by_one = inference([piece for piece, _ in pieces])
-    whole_results = detections_to_coco_results(
-        one_by_one, [t["image_id"] for _, t in pieces], categories
-    )
-    whole = evaluate_coco(ground_truth_for(pieces, categories), whole_results)
-
-    inference.backend = TiledBackend(inference.backend, 128, 0.2, 4, score_threshold=0.05)
-    tiled_detections = inference([image for image, _ in grids])
-    tiled_results = detections_to_coco_results(
-        tiled_detections, [t["image_id"] for _, t in grids], categories
-    )
-    tiled = evaluate_coco(ground_truth_for(grids, categories), tiled_results)
-    print(json.dumps({"one_by_one": whole, "tiled": tiled}, indent=1))
-    return grids, pieces, one_by_one, tiled_detections, whole, tiled
+    whole = coco_ap(pieces, one_by_one, categories)
+    model = inference.backend
+    tiled = {}
+    for name, merge_iou in (("merged", 0.5), ("not merged", 2.0)):  # IoU 2: nothing merges
+        inference.backend = TiledBackend(
+            model, TILE_SIZE, TILE_OVERLAP, 4, merge_iou=merge_iou, score_threshold=0.05
+        )
+        detections = inference([image for image, _ in scenes])
+        tiled[name] = (detections, coco_ap(scenes, detections, categories))
+    print(json.dumps({"one_by_one": whole, **{k: v[1] for k, v in tiled.items()}}, indent=1))
+    return scenes, pieces, one_by_one, tiled, whole
 
 
 @pytest.mark.slow
 def test_trained_model_tiled_ap_matches_one_by_one(tiled_and_alone):
-    grids, _, _, tiled_detections, whole, tiled = tiled_and_alone
-    assert whole["segm_AP"] > 0.1, "the trained model should find the shapes"
-    assert abs(tiled["segm_AP"] - whole["segm_AP"]) <= 0.02
-    assert abs(tiled["bbox_AP"] - whole["bbox_AP"]) <= 0.02
-    for (image, _), detection in zip(grids, tiled_detections, strict=True):
+    scenes, _, _, tiled, whole = tiled_and_alone
+    detections, merged = tiled["merged"]
+    assert whole["segm_AP"] > 0.3, "the trained model should find the shapes"
+    for key in ("segm_AP", "bbox_AP"):
+        assert abs(merged[key] - whole[key]) <= AP_TOLERANCE, (key, merged[key], whole[key])
+        # The check fails when merging breaks: the seams' duplicates cost far more than that.
+        assert whole[key] - tiled["not merged"][1][key] > 3 * AP_TOLERANCE, key
+    for (image, _), detection in zip(scenes, detections, strict=True):
         assert detection["masks"].shape[-2:] == image.shape[-2:]
 
 
@@ -256,18 +286,31 @@ def test_trained_model_tiled_finds_no_object_twice_across_a_seam(tiled_and_alone
     detection per object always is: a part cut by a tile edge can score above 0.5 where the
     whole scored just below it.
 
-    Measured with box IoU instead (2026-12-02, a 200-step model=light), 3 of 51 objects had one
-    more confident detection tiled than one by one; none was a seam duplicate: two were merged
-    twins whose best score crossed 0.5 (0.49 whole, 0.51 cut), one a near-duplicate the model
-    made one by one too, whose merged box reached IoU 0.50.
+    A few objects in a few hundred are found once more tiled, seams or not: two tiles that both
+    see an object whole can detect it differently (one whole, one a confident part inside it),
+    as the model does for a piece too. Measured on the 4 models of the AP test, 1-4 of 270
+    objects (no more than 1.5 %) merged, and 94-121 with merging turned off.
     """
-    grids, pieces, one_by_one, tiled_detections, _, _ = tiled_and_alone
-    for g, ((image, target), detection) in enumerate(zip(grids, tiled_detections, strict=True)):
-        assert detection["masks"].shape[-2:] == image.shape[-2:]
+    scenes, pieces, one_by_one, tiled, _ = tiled_and_alone
+    objects = sum(len(target["labels"]) for _, target in scenes)
+    found_more = {
+        name: found_more_often_tiled(scenes, pieces, one_by_one, detections)
+        for name, (detections, _) in tiled.items()
+    }
+    print(f"objects found more often tiled, of {objects}: {found_more}")
+    assert found_more["merged"] <= 0.03 * objects
+    assert found_more["not merged"] > 0.2 * objects  # the check fails when merging breaks
+
+
+def found_more_often_tiled(scenes, pieces, one_by_one, tiled_detections) -> int:
+    """Objects with more confident detections on them tiled than one by one (and than one)."""
+    count = 0
+    for s, ((_, target), detection) in enumerate(zip(scenes, tiled_detections, strict=True)):
         tiled = detections_on_objects(target, detection)
-        parts = zip(pieces[6 * g : 6 * g + 6], one_by_one[6 * g : 6 * g + 6], strict=True)
+        parts = zip(pieces[6 * s : 6 * s + 6], one_by_one[6 * s : 6 * s + 6], strict=True)
         alone = torch.cat([detections_on_objects(t, d) for (_, t), d in parts])
-        assert (tiled <= alone.clamp(min=1)).all(), (tiled.tolist(), alone.tolist())
+        count += int((tiled > alone.clamp(min=1)).sum())
+    return count
 
 
 def detections_on_objects(target, detection, score: float = 0.5) -> torch.Tensor:

@@ -56,15 +56,11 @@ def wandb_run(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any], Path
     return history, config, offline
 
 
-# The runs below test what the loggers receive, not the precision probe (`auto`): float32.
-RUN = [*TINY, "trainer.precision=32"]
-
-
 def test_mlflow_wandb_and_tensorboard_in_one_run_each_get_everything(tmp_path):
     # The command a user types for several loggers (quoted in a shell).
     run_dir = tmp_path / "outputs" / "run"
     result = run_train(
-        *RUN,
+        *TINY,
         "logger=[tensorboard,mlflow,wandb]",
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
@@ -146,7 +142,7 @@ def test_each_multirun_job_gets_its_own_wandb_run(tmp_path):
     # the first one's W&B run (mrcnn.loggers.finishing_runs).
     run_train(
         "-m",
-        *RUN,
+        *TINY,
         "trainer.max_steps=1",
         "trainer.val_check_interval=1",
         "seed=0,1",
@@ -166,7 +162,7 @@ def test_missing_tracking_package_is_one_message_with_the_fix(package, tmp_path)
     # `python -m mrcnn.train` with the package made unimportable, as without the tracking extra.
     code = (
         f"import runpy, sys; sys.modules[{package!r}] = None; "
-        f"sys.argv = ['mrcnn.train', *{[*RUN, f'logger={package}']!r}]; "
+        f"sys.argv = ['mrcnn.train', *{[*TINY, f'logger={package}']!r}]; "
         "runpy.run_module('mrcnn.train', run_name='__main__', alter_sys=True)"
     )
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))

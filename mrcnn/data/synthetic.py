@@ -73,7 +73,7 @@ class ShapesDataset(InstanceDataset):
     def load_raw(self, index: int) -> RawSample:
         rng = self._rng(index)
         height, width = self._draw_hw(rng)
-        image = _background(rng, height, width)
+        image = gradient_background(rng, height, width)
         background_mean = image.reshape(-1, 3).mean(0)
 
         masks: list[np.ndarray] = []
@@ -99,7 +99,7 @@ class ShapesDataset(InstanceDataset):
         return RawSample(image, masks, labels)
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def gradient_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A linear gradient between two random colours, plus pixel noise."""
     start, end = rng.uniform(0, 255, size=(2, 3))
     angle = rng.uniform(0, 2 * math.pi)
