@@ -26,7 +26,8 @@ from pycocotools.cocoeval import COCOeval
 from benchmarks.coco_gen import generate_detections, generate_ground_truth
 from benchmarks.common import alternate, main_for, make_row, median, spread
 from mrcnn.config import compose_config
-from mrcnn.evaluation.coco import STAT_NAMES, evaluate_coco, ground_truth_for
+from mrcnn.evaluation.cocoeval import STAT_NAMES, evaluate_coco
+from mrcnn.evaluation.ground_truth import ground_truth_for
 
 TARGET = 0.5
 

@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.common import alternate, main_for, make_row, median, quiet, spread
 from benchmarks.setups import batches_from, compose, mrcnn_module, synthetic_overrides
-from mrcnn.export import DEFAULT_OPSET, export_model
+from mrcnn.deploy.exporter import DEFAULT_OPSET, export_model
 from mrcnn.inference import Inference, OnnxBackend, TorchBackend
 
 

@@ -34,9 +34,10 @@ from benchmarks.setups import (
     synthetic_overrides,
     torchvision_kwargs,
 )
+from mrcnn.builders import plain
 from mrcnn.config import compose_config
-from mrcnn.predict import find_images, predict
-from mrcnn.runner import plain
+from mrcnn.data.image_files import find_images
+from mrcnn.predict import predict
 
 TARGET_EXCLUDED = 0.95
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "model.ckpt"
         detector = write_checkpoint(ckpt, tmp, args.quick)
-        base = [f"ckpt_path={ckpt}", f"output={tmp}/predict", "score_threshold=0.0"]
+        base = [f"model_path={ckpt}", f"output={tmp}/predict", "evaluation.score_threshold=0.0"]
         with tempfile.TemporaryDirectory() as image_dir:
             for file in files:  # the input folder holds exactly these images
                 Path(image_dir, file.name).symlink_to(file.resolve())

@@ -36,8 +36,8 @@ from benchmarks.common import main_for, make_row
 from mrcnn.config import compose_config
 from mrcnn.data.datamodule import collate
 from mrcnn.data.synthetic import ShapesDataset
-from mrcnn.evaluation.coco import ground_truth_for
 from mrcnn.evaluation.evaluator import CocoEvaluator
+from mrcnn.evaluation.ground_truth import ground_truth_for
 
 BUDGET_S = 600.0
 POINTS = (0.25, 0.5, 1.0)  # fractions of the budget: 2.5, 5 and 10 minutes

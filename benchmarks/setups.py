@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
 
+from mrcnn.builders import build_module, plain
 from mrcnn.config import compose_config
-from mrcnn.runner import build_module, plain
 
 Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
 

@@ -3,7 +3,7 @@
 Both sides train the same Mask R-CNN (same initial weights, sizes, optimizer, warm-up schedule
 and gradient clipping at ``trainer.gradient_clip_val``) on the very same in-memory batches of the
 default synthetic run. mrcnn's side is the real thing: ``build_module`` and ``build_trainer`` from
-``mrcnn.runner`` with the default callbacks, TensorBoard logger and progress bar (validation off).
+``mrcnn.builders`` with the default callbacks, TensorBoard logger and progress bar (validation off).
 The plain side is ``for batch: loss = sum(model(images, targets).values()); backward; clip; step``.
 
 A step is the time between the starts of two consecutive steps (data fetch, forward, backward,
@@ -32,7 +32,7 @@ from benchmarks.setups import (
     plain_torchvision_model,
     synthetic_overrides,
 )
-from mrcnn.runner import build_trainer, plain
+from mrcnn.builders import build_trainer, plain
 
 TARGET = 1.03
 

@@ -1,3 +1,3 @@
 """mrcnn: fine-tune torchvision's Mask R-CNN with PyTorch Lightning and Hydra."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -8,10 +8,11 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-# Every command's @hydra.main config_path too. Absolute, because Hydra reads a relative
-# config_path ("../conf") as a Python package when the command runs as an installed script
-# (mrcnn-train), not as __main__, and failed with "Primary config module 'conf' not found".
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+# The configs ship inside the package (a wheel holds them: pyproject.toml's package-data), and
+# every command's @hydra.main takes this absolute path: Hydra reads a relative config_path as a
+# Python package when the command runs as an installed script (mrcnn-train), and a folder beside
+# the package is in no wheel ("Primary config directory not found ... site-packages/conf").
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def compose_config(

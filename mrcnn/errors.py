@@ -3,7 +3,7 @@
 A :class:`UserError` is a problem the user can fix (a missing or unreadable file, malformed
 annotations, a bad config value, a non-finite loss, classes that do not match), and its message
 says which file, annotation or config key, and the fix. Library code raises them; the commands
-turn them into one line on stderr and :data:`EXIT_USER_ERROR` (:func:`mrcnn.runner.command`).
+turn them into one line on stderr and :data:`EXIT_USER_ERROR` (:func:`mrcnn.task.command`).
 Anything else is a bug and keeps its traceback.
 """
 
@@ -45,8 +45,20 @@ def find_user_error(error: BaseException) -> BaseException | None:
 
 
 def user_message(error: BaseException) -> str:
-    """The text shown for a user error: its own message, with the fix for an unset value."""
+    """The text shown for a user error: its own message, with the fix for an unset value.
+
+    A user error raised in a data loader worker comes back from torch as the same type whose
+    message is "Caught X in DataLoader worker process N. Original Traceback ... X: <message>":
+    the user sees the ``<message>`` alone, as in the main process."""
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or "a required value"
         return f"The config key {key} has no value (???): set it on the command line, {key}=..."
-    return str(error)
+    text = str(error)
+    if text.startswith("Caught ") and " in DataLoader worker process " in text:
+        kind = type(error)
+        marker = f"\n{kind.__module__}.{kind.__qualname__}: "
+        if marker not in text:  # torch names the type as the traceback printed it
+            marker = f"\n{kind.__qualname__}: "
+        if marker in text:
+            return text[text.rindex(marker) + len(marker) :].strip()
+    return text

@@ -11,6 +11,7 @@ with the ``tracking`` extra.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from mrcnn.errors import ConfigError
 # The package each optional logger imports, by class name (Lightning imports it only when the
 # logger is built, and then fails with a bare "Requirement 'mlflow>=1.0.0' not met").
 TRACKING_PACKAGES = {"MLFlowLogger": "mlflow", "WandbLogger": "wandb"}
-TRACKING_INSTALL = 'pip install -e ".[tracking]"'
+TRACKING_INSTALL = 'pip install "mrcnn[tracking]"'
 
 # Defaults for runs that need no account and no network, set before the package is first
 # imported (a user's own variables win). Seen here, tracing connect() during a training run:
@@ -38,6 +39,21 @@ TRACKING_ENVIRONMENT = {
     "mlflow": {"MLFLOW_DISABLE_TELEMETRY": "true"},
     "wandb": {"WANDB_SILENT": "true", "WANDB_ERROR_REPORTING": "false"},
 }
+
+
+class _WithoutLitLoggerTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_lightning_tips() -> None:
+    """Lightning 2.6 logs "Tip: ... try installing litlogger" (its cloud logger) at every
+    Trainer start, whatever the loggers: noise in every run's log. Dropped once per process."""
+    # rank_zero_info logs through the logger of whichever of these was imported last.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _WithoutLitLoggerTip) for f in logger.filters):
+            logger.addFilter(_WithoutLitLoggerTip())
 
 
 def build_loggers(nodes: Mapping[str, Any] | None) -> list[Logger]:

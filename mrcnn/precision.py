@@ -138,10 +138,28 @@ def resolve_precision(
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` is the CUDA GPU when there is one, else the CPU; anything else as torch reads it."""
+    """``auto`` is the CUDA GPU when there is one, else the CPU; anything else as torch reads
+    it. A CUDA device that is not there is named with the way out (the key is ``device``)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(
+            f"device={device}: {error}. Use auto (a GPU when there is one), cpu or cuda[:N]."
+        ) from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={device}, but torch sees no CUDA GPU here (no GPU, no driver, or a "
+            f"CPU-only torch build: torch {torch.__version__}). Use device=cpu, or device=auto "
+            "(a GPU when there is one)."
+        )
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={device}, but this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+            "(numbered from 0)."
+        )
+    return chosen
 
 
 def autocast_context(chosen: str, device: torch.device) -> AbstractContextManager:

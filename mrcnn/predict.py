@@ -1,9 +1,7 @@
-"""`python -m mrcnn.predict ckpt_path=FILE input=IMAGE_OR_DIR output=DIR`: detections for images.
+"""`mrcnn predict model=FILE input=IMAGE_OR_DIR output=DIR`: detections for images.
 
-``model=model.onnx`` (or ``.pt``; the config key is ``model_path``) instead of ``ckpt_path=`` runs
-a model from ``mrcnn.export`` and writes the same files.
-
-Writes to ``output``:
+``model=`` is a checkpoint from ``mrcnn train`` or a model from ``mrcnn export`` (``.onnx``,
+``.pt``); the config key is ``model_path``. Writes to ``output``:
 
 - ``<image stem>.png`` per image: the image with the masks, boxes, class names and scores drawn
   (``<file name>.png``, e.g. ``a.jpg.png``, when two inputs share a stem);
@@ -20,55 +18,55 @@ read, so an unreadable file keeps its number (with no results) and the others do
 ``image_ids_from=ANNOTATIONS.json`` the ids are that COCO file's ids for the same file names, so
 ``predictions.json`` can be evaluated against those annotations.
 
-Images are read as training reads them (:mod:`mrcnn.data.images`): turned upright by their EXIF
-orientation, so boxes, masks and ``images.json`` sizes are in the frame the model was trained
-and annotated in. The model runs through :mod:`mrcnn.inference`, as in ``mrcnn.evaluate``; with
-``tile_size`` set, its back end is wrapped in :class:`mrcnn.tiling.TiledBackend` (sliced
-inference on images larger than a tile).
+Images are read as training reads them (:mod:`mrcnn.data.image_files`): turned upright by their
+EXIF orientation, so boxes, masks and ``images.json`` sizes are in the frame the model was trained
+and annotated in. The model runs through :mod:`mrcnn.inference`, as in ``evaluate``; with
+``tile_size`` set, its back end is wrapped in :class:`~mrcnn.inference.tiling.TiledBackend`
+(sliced inference on images larger than a tile).
 
-``score_threshold`` filters what is drawn AND what is written; ``mask_threshold`` binarises mask
-probabilities for both. Unreadable images are skipped with a warning naming them, and counted in
-the closing summary; the rest are still predicted (exit status 0). The two JSON files are written
-last, each atomically (temporary file, then rename), and stale ones are removed at the start: if
-they exist, the run that wrote them finished.
+``evaluation.score_threshold`` filters what is drawn AND what is written;
+``evaluation.mask_threshold`` binarises mask probabilities for both. Unreadable images are skipped
+with a warning naming them, and counted in the closing summary; the rest are still predicted (exit
+status 0). The two JSON files are written last, each atomically (temporary file, then rename), and
+stale ones are removed at the start: if they exist, the run that wrote them finished.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mrcnn.argv import prepare_command_line
 from mrcnn.config import CONFIG_DIR
-from mrcnn.data.errors import DataError
-from mrcnn.data.images import IMAGE_EXTENSIONS, read_image
+from mrcnn.data.categories import Categories
+from mrcnn.data.image_files import ImageFiles, find_images, image_ids_for
 from mrcnn.errors import UserError
-from mrcnn.evaluation.coco import check_mask_format, detections_to_coco_results
+from mrcnn.evaluation.results import check_mask_format, detections_to_coco_results
+from mrcnn.inference.core import Inference
+from mrcnn.inference.loading import configured_inference
+from mrcnn.inference.tiling import TiledBackend, check_tiling
 from mrcnn.io import write_json_atomically
-from mrcnn.runner import command, configured_inference, exported_model_alias
-from mrcnn.tiling import TiledBackend, check_tiling
+from mrcnn.task import command
 from mrcnn.visualize import draw_prediction
 
 log = logging.getLogger(__name__)
 
+COMMAND = "mrcnn predict"
 PREDICTIONS_FILE = "predictions.json"
 IMAGES_FILE = "images.json"
 
 
 class PredictError(UserError, ValueError):
-    """Bad input or output for ``predict``; the message says what to change."""
+    """An output folder ``predict`` cannot write to; the message says what to change."""
 
 
 @dataclass
@@ -78,60 +76,16 @@ class PredictSummary:
     output_dir: Path
     predictions_path: Path
     images_path: Path
-    num_images: int
-    num_detections: int
+    num_images: int = 0
+    num_detections: int = 0
     drawn: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def find_images(input_path: str | Path) -> list[Path]:
-    """One image file, or a folder's image files (not sub-folders, not hidden) sorted by name."""
-    path = Path(input_path)
-    if path.is_file():
-        return [path]
-    if not path.exists():
-        raise PredictError(f"input={input_path}: no such file or folder.")
-    images = sorted(
-        p
-        for p in path.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-    if not images:
-        raise PredictError(
-            f"input={input_path}: no images in this folder (looked for files ending in "
-            f"{', '.join(IMAGE_EXTENSIONS)}, any case, not in sub-folders)."
-        )
-    return images
 
 
 def drawn_names(files: list[Path]) -> list[str]:
     """PNG name per input: ``<stem>.png``, or ``<file name>.png`` where two inputs share a stem."""
     stems = [f.stem for f in files]
     return [f"{f.stem if stems.count(f.stem) == 1 else f.name}.png" for f in files]
-
-
-def image_ids_for(files: list[Path], annotations: str | Path | None) -> list[int]:
-    """1..N in file order, or the ids a COCO annotation file gives these file names."""
-    if annotations is None:
-        return list(range(1, len(files) + 1))
-    try:
-        with open(annotations) as handle:
-            images = json.load(handle)["images"]
-        by_name = {Path(image["file_name"]).name: int(image["id"]) for image in images}
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise PredictError(
-            f"image_ids_from={annotations}: not a readable COCO annotation file ({error})."
-        ) from error
-    missing = [f.name for f in files if f.name not in by_name]
-    if missing:
-        shown = ", ".join(missing[:10]) + (
-            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        )
-        raise PredictError(
-            f"image_ids_from={annotations} has no image named {shown}. Give the images that "
-            "file describes, or drop image_ids_from to number the images 1..N."
-        )
-    return [by_name[f.name] for f in files]
 
 
 def prepare_output(output: str | Path, files: list[Path], names: list[str], draw: bool) -> Path:
@@ -158,39 +112,14 @@ def prepare_output(output: str | Path, files: list[Path], names: list[str], draw
     return out
 
 
-class ImageFiles(Dataset):
-    """Image files as uint8 RGB [3,H,W], read as training reads them (upright by their EXIF
-    orientation, :func:`mrcnn.data.images.read_image`); an unreadable file yields its error."""
-
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            array = read_image(self.files[index], "predict input")
-            return {"index": index, "image": torch.from_numpy(array).permute(2, 0, 1).contiguous()}
-        except DataError as error:  # the reader's message names the file and what is wrong
-            return {"index": index, "image": None, "error": str(error)}
-        except Exception as error:  # any other decoder failure also means "skip it, say why"
-            return {"index": index, "image": None, "error": f"{type(error).__name__}: {error}"}
-
-
 def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return batch
 
 
-def batches(loader: DataLoader, progress: tqdm) -> Iterator[list[dict[str, Any]]]:
-    for batch in loader:
-        yield batch
-        progress.update(len(batch))
-
-
 def predict(cfg: DictConfig) -> PredictSummary:
-    """Run the checkpoint on the input images and write PNGs and COCO JSON (see module doc)."""
-    score_threshold, mask_threshold = float(cfg.score_threshold), float(cfg.mask_threshold)
+    """Run the model on the input images and write PNGs and COCO JSON (see module doc)."""
+    score_threshold = float(cfg.evaluation.score_threshold)
+    mask_threshold = float(cfg.evaluation.mask_threshold)
     files = find_images(cfg.input)
     names = drawn_names(files)
     image_ids = image_ids_for(files, cfg.get("image_ids_from"))
@@ -218,7 +147,41 @@ def predict(cfg: DictConfig) -> PredictSummary:
         list(categories.names),
         inference.backend.device,
     )
+    summary = PredictSummary(output, output / PREDICTIONS_FILE, output / IMAGES_FILE)
+    results, images = predict_files(
+        inference, categories, files, image_ids, cfg, (names if cfg.draw else None), summary
+    )
+    write_json_atomically(results, summary.predictions_path)
+    info = {
+        "description": "mrcnn predict: image ids of predictions.json",
+        "model": source,
+        "input": str(cfg.input),
+        "score_threshold": score_threshold,
+        "mask_threshold": mask_threshold,
+        "mask_format": cfg.mask_format,
+        "tile_size": cfg.tile_size,
+        "tile_overlap": cfg.tile_overlap if cfg.tile_size is not None else None,
+        "skipped": [
+            {"file_name": path.name, "id": image_ids[files.index(path)], "error": error}
+            for path, error in summary.skipped
+        ],
+    }
+    write_json_atomically(images_json(info, images, categories), summary.images_path)
+    log_summary(summary, results, score_threshold, cfg.mask_format)
+    return summary
 
+
+def predict_files(
+    inference: Inference,
+    categories: Categories,
+    files: list[Path],
+    image_ids: list[int],
+    cfg: DictConfig,
+    drawn: list[str] | None,
+    summary: PredictSummary,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """COCO results and COCO ``images`` entries of every readable file, drawn as ``drawn``
+    names (None: not drawn); ``summary`` counts what was done and skipped."""
     loader = DataLoader(
         ImageFiles(files),
         batch_size=int(cfg.batch_size),
@@ -226,10 +189,11 @@ def predict(cfg: DictConfig) -> PredictSummary:
         collate_fn=_as_list,
     )
     results: list[dict[str, Any]] = []
-    images_info: list[dict[str, Any]] = []
-    summary = PredictSummary(output, output / PREDICTIONS_FILE, output / IMAGES_FILE, 0, 0)
+    images: list[dict[str, Any]] = []
+    evaluation = cfg.evaluation
     with tqdm(total=len(files), unit="image", desc="predict", dynamic_ncols=True) as progress:
-        for batch in batches(loader, progress):
+        for batch in loader:
+            progress.update(len(batch))
             readable = []
             for item in batch:
                 if item["image"] is None:
@@ -242,61 +206,54 @@ def predict(cfg: DictConfig) -> PredictSummary:
                 continue
             detections = inference([item["image"] for item in readable])
             ids = [image_ids[item["index"]] for item in readable]
-            results.extend(
-                detections_to_coco_results(
-                    detections,
-                    ids,
-                    categories,
-                    mask_threshold,
-                    cfg.mask_format,
-                    float(cfg.polygon_tolerance),
-                )
+            results += detections_to_coco_results(
+                detections,
+                ids,
+                categories,
+                float(evaluation.mask_threshold),
+                cfg.mask_format,
+                float(cfg.polygon_tolerance),
             )
             for item, image_id, detection in zip(readable, ids, detections, strict=True):
                 index, image = item["index"], item["image"]
-                images_info.append(
-                    {
-                        "id": image_id,
-                        "file_name": files[index].name,
-                        "height": int(image.shape[1]),
-                        "width": int(image.shape[2]),
-                    }
-                )
+                height, width = int(image.shape[1]), int(image.shape[2])
+                name = files[index].name
+                images.append({"id": image_id, "file_name": name, "height": height, "width": width})
                 summary.num_detections += len(detection["scores"])
-                if cfg.draw:
-                    drawn = draw_prediction(
-                        image, detection, categories, score_threshold, mask_threshold
+                if drawn is not None:
+                    picture = draw_prediction(
+                        image,
+                        detection,
+                        categories,
+                        float(evaluation.score_threshold),
+                        float(evaluation.mask_threshold),
                     )
-                    Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(output / names[index])
-                    summary.drawn.append(output / names[index])
-    summary.num_images = len(images_info)
+                    path = summary.output_dir / drawn[index]
+                    Image.fromarray(picture.permute(1, 2, 0).numpy()).save(path)
+                    summary.drawn.append(path)
+    summary.num_images = len(images)
+    return results, images
 
-    write_json_atomically(results, summary.predictions_path)
-    write_json_atomically(
-        {
-            "info": {
-                "description": "mrcnn.predict: image ids of predictions.json",
-                "checkpoint": source,
-                "input": str(cfg.input),
-                "score_threshold": score_threshold,
-                "mask_threshold": mask_threshold,
-                "mask_format": cfg.mask_format,
-                "tile_size": cfg.tile_size,
-                "tile_overlap": cfg.tile_overlap if cfg.tile_size is not None else None,
-                "skipped": [
-                    {"file_name": path.name, "id": image_ids[files.index(path)], "error": error}
-                    for path, error in summary.skipped
-                ],
-            },
-            "images": images_info,
-            "categories": [
-                {"id": categories.dataset_id(label), "name": categories.name(label)}
-                for label in range(1, categories.num_classes)
-            ],
-            "annotations": [],
-        },
-        summary.images_path,
-    )
+
+def images_json(
+    info: dict[str, Any], images: list[dict[str, Any]], categories: Categories
+) -> dict[str, Any]:
+    """``images.json``: the image ids of ``predictions.json``, as a COCO ground-truth skeleton."""
+    return {
+        "info": info,
+        "images": images,
+        "categories": [
+            {"id": categories.dataset_id(label), "name": categories.name(label)}
+            for label in range(1, categories.num_classes)
+        ],
+        "annotations": [],
+    }
+
+
+def log_summary(
+    summary: PredictSummary, results: list[dict], score_threshold: float, mask_format: str
+) -> None:
+    """The closing lines: what was written where, masks kept as RLE, files skipped."""
     log.info(
         "Predicted %d image(s): %d detection(s) with score >= %g in %s; ids in %s%s.",
         summary.num_images,
@@ -304,10 +261,10 @@ def predict(cfg: DictConfig) -> PredictSummary:
         score_threshold,
         summary.predictions_path,
         summary.images_path,
-        f"; drawn PNGs in {output}" if cfg.draw else "",
+        f"; drawn PNGs in {summary.output_dir}" if summary.drawn else "",
     )
     as_rle = sum(isinstance(r.get("segmentation"), dict) for r in results)
-    if cfg.mask_format == "polygon" and as_rle:
+    if mask_format == "polygon" and as_rle:
         log.info(
             "%d of %d mask(s) written as RLE: no polygon of 3+ points, or holes a polygon "
             "cannot cut.",
@@ -320,20 +277,18 @@ def predict(cfg: DictConfig) -> PredictSummary:
             len(summary.skipped),
             ", ".join(str(path) for path, _ in summary.skipped),
         )
-    return summary
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
-@command("mrcnn.predict")
+@command(COMMAND)
 def main(cfg: DictConfig) -> None:
-    """``python -m mrcnn.predict``."""
+    """``mrcnn predict`` (see module doc)."""
     predict(cfg)
 
 
 def cli() -> None:
-    """``python -m mrcnn.predict`` and the ``mrcnn-predict`` script: ``model=FILE`` on the command
-    line names an exported model (:func:`~mrcnn.runner.exported_model_alias`)."""
-    sys.argv = exported_model_alias(sys.argv)
+    """``mrcnn predict``, ``mrcnn-predict`` and ``python -m mrcnn.predict``."""
+    prepare_command_line("predict")
     main()
 
 

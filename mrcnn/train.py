@@ -1,4 +1,4 @@
-"""`python -m mrcnn.train`: compose the config, build data, model and trainer, fit.
+"""`mrcnn train`: compose the config, build data, model and trainer, fit.
 
 The function :func:`train` is the whole job and returns the final metrics, so sweeps (Hydra
 multirun) and notebooks can call it as well as the command line.
@@ -17,21 +17,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mrcnn.argv import prepare_command_line
+from mrcnn.builders import build_datamodule, build_module, build_trainer, plain
+from mrcnn.callbacks import validated_step
 from mrcnn.config import CONFIG_DIR
+from mrcnn.data.preflight import check_image_files
+from mrcnn.distributed import is_launched_rank_zero, lightning_starts_the_ranks
 from mrcnn.errors import ConfigError
 from mrcnn.loggers import finishing_runs, log_hyperparams
-from mrcnn.runner import (
-    build_datamodule,
-    build_module,
-    build_trainer,
-    command,
-    is_launched_rank_zero,
-    lightning_starts_the_ranks,
-    plain,
-    resolve_ckpt_path,
-    resume_overrides,
-    validated_step,
-)
+from mrcnn.resume import resolve_ckpt_path, resume_overrides
+from mrcnn.task import command
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +59,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
 
     datamodule = build_datamodule(cfg)
+    check_image_files(datamodule.train_source, "training")
+    check_image_files(datamodule.val_source, "validation")
     module = build_module(cfg, datamodule.categories)
     trainer = build_trainer(cfg, datamodule, overrides)
     if trainer.is_global_zero:
@@ -105,9 +102,9 @@ def _optimized_metric(cfg: DictConfig, metrics: dict[str, float]) -> float | Non
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-@command("mrcnn.train")
+@command("mrcnn train")
 def main(cfg: DictConfig) -> float | None:
-    """``python -m mrcnn.train``. Under DDP, Lightning starts this script again for every other
+    """``mrcnn train``. Under DDP, Lightning starts this script again for every other
     rank, in the same run folder (``hydra.run.dir``); those processes write no log file.
 
     With ``ckpt_path``, the overrides the interrupted run was started with come back from the
@@ -140,5 +137,11 @@ def main(cfg: DictConfig) -> float | None:
     return _optimized_metric(cfg, metrics)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``mrcnn train``, ``mrcnn-train`` and ``python -m mrcnn.train``."""
+    prepare_command_line("train")
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,15 +1,17 @@
-"""Shared fixtures: where the real example data sets live (../shared/data or MRCNN_DATA_DIR).
+"""Shared fixtures: where the real example data sets live (../shared/data or MRCNN_DATA_DIR),
+and the two real checkpoints the tests share, each trained once per session.
 
-Each fixture skips the tests that use it, with the reason, when its data is absent.
+Each data fixture skips the tests that use it, with the reason, when its data is absent.
 """
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.tiny import TRAINED_RUN, TRAINED_THREADS
+from tests.tiny import TINY_CHECKPOINT_RUN, TRAINED_RUN, TRAINED_THREADS
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +40,29 @@ def pennfudan_dir(data_dir: Path) -> Path:
     if not (path / "PNGImages").is_dir() or not (path / "PedMasks").is_dir():
         pytest.skip(f"PennFudanPed not found under {data_dir} (set MRCNN_DATA_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def coco_gt_path(coco128_dir: Path) -> Path:
+    """coco128's ground truth."""
+    return coco128_dir / "annotations" / "instances_val2017.json"
+
+
+@pytest.fixture(scope="session")
+def coco_gt(coco_gt_path) -> dict:
+    return json.loads(coco_gt_path.read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """``last.ckpt`` of a real 2-step training run on the synthetic set (about 15 s): weak but
+    real detections, every file a run writes (``tests/tiny.py: TINY_CHECKPOINT_RUN``)."""
+    from mrcnn.config import compose_config
+    from mrcnn.train import train
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    train(compose_config(TINY_CHECKPOINT_RUN, output_dir=run_dir))
+    return run_dir / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="session")

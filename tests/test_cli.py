@@ -1,49 +1,65 @@
-"""The commands a user types, run as they would type them (in a scratch working directory)."""
+"""`mrcnn <command>`: the commands a user types, run as they would type them (in a scratch working
+directory), through the ``mrcnn`` script, ``python -m mrcnn`` and the per-command scripts."""
 
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
-import pytest
 import torch
-from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from mrcnn.config import CONFIG_DIR, compose_config
-from tests.tiny import TINY, run_train
-
-GROUPS = ["backbone", "data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
+from mrcnn.cli import COMMANDS
+from tests.tiny import TINY, assert_one_message, checkout_env, run_module, run_train
 
 
-@pytest.mark.parametrize(
-    ("group", "option"),
-    [(group, p.stem) for group in GROUPS for p in sorted((CONFIG_DIR / group).glob("*.yaml"))],
-)
-def test_every_config_group_option_composes(group, option, tmp_path):
-    cfg = compose_config([f"{group}={option}"], output_dir=tmp_path)
-    # Every interpolation resolves (values a user must fill in, ???, may stay missing).
-    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    assert cfg.paths.output_dir == str(tmp_path.resolve())
+def mrcnn(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m mrcnn <args>`` (this checkout's), its exit status not checked."""
+    return subprocess.run(
+        [sys.executable, "-m", "mrcnn", *args],
+        cwd=cwd,
+        env=checkout_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-def test_unknown_backbone_names_the_choices(tmp_path):
-    with pytest.raises(MissingConfigException, match=r"(?s)Could not find.*resnet101.*resnet50"):
-        compose_config(["backbone=resnet19"], output_dir=tmp_path)
+def test_help_lists_every_command_and_version_is_the_installed_one(tmp_path):
+    done = mrcnn("--help", cwd=tmp_path)
+    assert done.returncode == 0
+    for name in ("train", "evaluate", "predict", "export", "check"):
+        assert f"  {name} " in done.stdout
+    done = mrcnn("--version", cwd=tmp_path)
+    assert done.stdout.strip() == f"mrcnn {metadata.version('mrcnn')}"
+
+
+def test_an_unknown_command_names_the_choices(tmp_path):
+    done = mrcnn("trian", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "unknown command 'trian'" in done.stderr and "train, evaluate" in done.stderr
+
+
+def test_every_command_keeps_hydras_help_and_cfg(tmp_path):
+    for name in COMMANDS:
+        done = mrcnn(name, "--help", cwd=tmp_path)
+        assert done.returncode == 0, (name, done.stderr[-2000:])
+        done = mrcnn(name, "--cfg", "job", cwd=tmp_path)
+        assert done.returncode == 0, (name, done.stderr[-2000:])
+        OmegaConf.create(done.stdout)  # the composed config, as YAML
+    assert not (tmp_path / "outputs").exists(), "--help/--cfg must not start a run"
 
 
 def test_design_card_command_trains_and_writes_the_outputs_layout(tmp_path):
-    result = run_train(
-        *TINY,
-        "backbone=resnet101",
-        "trainer.precision=16",
-        "seed=3",
-        "trainer.limit_val_batches=1",
-        cwd=tmp_path,
-    )
+    result = run_module(
+        "mrcnn", "train", *TINY, "backbone=resnet101", "trainer.precision=16", "seed=3",
+        "trainer.limit_val_batches=1", cwd=tmp_path,
+    )  # fmt: skip
     output = result.stdout + result.stderr
     # bf16 autocast where the CPU has bf16 hardware, float32 where bf16 would be emulated
     chosen = "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
     assert f"trainer.precision=16 on CPU -> {chosen}" in output
+    assert "litlogger" not in output  # Lightning's advertisement at every start
     (run_dir,) = (tmp_path / "outputs").glob("????-??-??/??-??-??")
     saved = OmegaConf.load(run_dir / "config.yaml")
     assert saved.backbone.name == "resnet101" and saved.seed == 3
@@ -55,14 +71,10 @@ def test_design_card_command_trains_and_writes_the_outputs_layout(tmp_path):
 
 
 def test_multirun_writes_one_directory_per_job(tmp_path):
-    run_train(
-        "-m",
-        "optimizer.lr=0.01,0.02",
-        "trainer.max_steps=2",
-        *TINY,
-        "hydra.sweep.dir=sweep",
-        cwd=tmp_path,
-    )
+    run_module(
+        "mrcnn", "train", "-m", "optimizer.lr=0.01,0.02", *TINY, "trainer.max_steps=2",
+        "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )  # fmt: skip
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
     assert [OmegaConf.load(p / "config.yaml").optimizer.lr for p in jobs] == [0.01, 0.02]
@@ -70,48 +82,37 @@ def test_multirun_writes_one_directory_per_job(tmp_path):
         assert list((job / "tensorboard").glob("events.out.tfevents.*")), job
 
 
-def test_help_lists_config_groups_and_cfg_job_prints_config(tmp_path):
+def test_train_help_lists_config_groups_and_cfg_job_prints_config(tmp_path):
     help_text = run_train("--help", cwd=tmp_path).stdout
     assert "backbone: resnet101, resnet18, resnet34, resnet50, resnet50_v2" in help_text
-    assert "python -m mrcnn.train backbone=resnet101 trainer.precision=16" in help_text
+    assert "mrcnn train backbone=resnet101 trainer.precision=16" in help_text
     job = OmegaConf.create(run_train("--cfg", "job", cwd=tmp_path).stdout)
     assert job.backbone.name == "resnet18" and job.data.image_size == 128
     assert not (tmp_path / "outputs").exists(), "--help/--cfg must not start a run"
 
 
 def test_installed_scripts_find_their_config(tmp_path):
-    """``mrcnn-train`` and ``mrcnn-predict`` (``[project.scripts]``) work as ``python -m`` does,
-    ``model=FILE`` included (they failed with "Primary config module 'conf' not found")."""
+    """Every ``[project.scripts]`` entry works as ``python -m`` does, ``model=FILE`` included
+    (scripts once failed with "Primary config module 'conf' not found")."""
     from PIL import Image
-
-    from tests.test_errors import assert_one_message
 
     def script(name: str, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [str(Path(sys.executable).with_name(name)), *args, f"hydra.run.dir={tmp_path}/run"],
             cwd=tmp_path,
+            env=checkout_env(),
             capture_output=True,
             text=True,
             timeout=300,
         )
 
-    done = script("mrcnn-train", "--help")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "backbone: resnet101, resnet18" in done.stdout
+    for name in ("mrcnn-train", "mrcnn-evaluate", "mrcnn-predict", "mrcnn-export", "mrcnn-check"):
+        done = script(name, "--help")
+        assert done.returncode == 0, (name, done.stderr[-2000:])
+        assert f"mrcnn {name.removeprefix('mrcnn-')}" in done.stdout
+    assert "backbone: resnet101, resnet18" in script("mrcnn-train", "--help").stdout
     Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
     done = script("mrcnn-predict", f"model={tmp_path}/m.onnx", f"input={tmp_path}", "output=o")
-    assert_one_message(done, "mrcnn.predict", "m.onnx: no such file")
-
-
-def test_tuned_settings_specialise_only_their_data_and_optimizer_pair():
-    tuned = OmegaConf.load(CONFIG_DIR / "tuned" / "synthetic_adamw.yaml")
-    tuned_sgd = OmegaConf.load(CONFIG_DIR / "tuned" / "synthetic_sgd.yaml")
-    sgd = OmegaConf.load(CONFIG_DIR / "optimizer" / "sgd.yaml")
-    adamw = OmegaConf.load(CONFIG_DIR / "optimizer" / "adamw.yaml")
-    assert tuned.optimizer.lr != adamw.lr  # otherwise this test proves nothing
-    assert compose_config().optimizer.lr == tuned.optimizer.lr  # the default run
-    assert compose_config(["trainer=cpu"]).trainer.max_steps == tuned.trainer.max_steps
-    assert compose_config(["optimizer=sgd"]).optimizer.lr == tuned_sgd.optimizer.lr
-    assert compose_config(["data=coco128"]).optimizer.lr == adamw.lr
-    assert compose_config(["data=coco128", "optimizer=sgd"]).optimizer.lr == sgd.lr
-    assert compose_config(["optimizer.lr=0.005"]).optimizer.lr == 0.005  # the command line wins
+    assert_one_message(done, "mrcnn predict", "m.onnx: no such file")
+    done = script("mrcnn", "predict", f"model={tmp_path}/m.onnx", f"input={tmp_path}", "output=o")
+    assert_one_message(done, "mrcnn predict", "m.onnx: no such file")

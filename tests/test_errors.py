@@ -4,44 +4,13 @@ exit status 1, and HYDRA_FULL_ERROR=1 brings the traceback back."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
-from mrcnn.errors import EXIT_USER_ERROR
-from tests.tiny import PROJECT_ROOT, TINY
-
-
-def run_command(module: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    """``python -m <module> <args>`` as a user types it; its exit status is not checked."""
-    environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    environment.update(PYTHONPATH=str(PROJECT_ROOT), **env)
-    return subprocess.run(
-        [sys.executable, "-m", module, *args, f"hydra.run.dir={cwd / 'run'}"],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def assert_one_message(done: subprocess.CompletedProcess, command: str, *expected: str) -> str:
-    """The run failed the documented way: exit status 1, ``<command>: error: ...`` on stderr
-    naming ``expected``, no traceback and none of Hydra's wrapping around the message."""
-    printed = done.stdout + done.stderr
-    assert done.returncode == EXIT_USER_ERROR, printed[-3000:]
-    assert f"{command}: error: " in done.stderr, printed[-3000:]
-    message = done.stderr[done.stderr.index(f"{command}: error: ") :]
-    for text in expected:
-        assert text in message, message
-    for noise in ("Traceback", "Error executing job", "Error in call to target", "\\n"):
-        assert noise not in printed, printed[-3000:]
-    return message
+from tests.tiny import TINY, TINY_RUN, assert_one_message, run_command
 
 
 def missing_coco(tmp_path: Path) -> list[str]:
@@ -54,7 +23,7 @@ def missing_coco(tmp_path: Path) -> list[str]:
 
 def test_train_names_a_missing_annotation_file(tmp_path):
     done = run_command("mrcnn.train", *missing_coco(tmp_path), cwd=tmp_path)
-    assert_one_message(done, "mrcnn.train", str(tmp_path / "missing.json"))
+    assert_one_message(done, "mrcnn train", str(tmp_path / "missing.json"))
 
 
 def test_train_lists_several_annotation_problems_one_per_line(tmp_path):
@@ -71,20 +40,20 @@ def test_train_lists_several_annotation_problems_one_per_line(tmp_path):
     path.write_text(json.dumps(annotations))
     overrides = ["data=coco", f"data.train.images={tmp_path}", f"data.train.annotations={path}"]
     done = run_command("mrcnn.train", *overrides, cwd=tmp_path)
-    message = assert_one_message(done, "mrcnn.train")
+    message = assert_one_message(done, "mrcnn train")
     assert str(path) in message and len(message.strip().splitlines()) > 2, message
 
 
 def test_train_reports_a_bad_config_value_by_its_key(tmp_path):
     done = run_command("mrcnn.train", *TINY, "trainer.precision=17", cwd=tmp_path)
-    assert_one_message(done, "mrcnn.train", "trainer.precision", "'17'")
+    assert_one_message(done, "mrcnn train", "trainer.precision", "'17'")
 
 
 def test_train_without_coco_metrics_names_the_monitor_to_change(tmp_path):
     """The best checkpoint watches val/segm_AP: without COCO metrics Lightning would stop after
     the first validation with a traceback; mrcnn says which keys to set, and they work."""
     done = run_command("mrcnn.train", *TINY, "evaluation.coco_metrics=false", cwd=tmp_path)
-    assert_one_message(done, "mrcnn.train", "monitor=val/segm_AP", "optimized_metric=val/loss")
+    assert_one_message(done, "mrcnn train", "monitor=val/segm_AP", "optimized_metric=val/loss")
     fixed = [*TINY, "evaluation.coco_metrics=false", "optimized_metric=val/loss"]
     done = run_command("mrcnn.train", *fixed, "callbacks.model_checkpoint.mode=min", cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
@@ -95,41 +64,115 @@ def test_train_resuming_from_a_file_that_is_no_checkpoint_says_so(tmp_path):
     notes = tmp_path / "notes.ckpt"
     notes.write_text("not a checkpoint")
     done = run_command("mrcnn.train", *TINY, f"ckpt_path={notes}", cwd=tmp_path)
-    assert_one_message(done, "mrcnn.train", str(notes))
+    assert_one_message(done, "mrcnn train", str(notes))
 
 
 def test_train_reports_a_non_finite_loss_with_its_fix(tmp_path):
     overrides = [*TINY, "optimizer=sgd", "optimizer.lr=1e12", "trainer.gradient_clip_val=null"]
     overrides += ["trainer.max_steps=8", "trainer.val_check_interval=8", "trainer.precision=32"]
     done = run_command("mrcnn.train", *overrides, cwd=tmp_path)
-    assert_one_message(done, "mrcnn.train", "Non-finite loss at step", "Lower optimizer.lr")
+    assert_one_message(done, "mrcnn train", "Non-finite loss at step", "Lower optimizer.lr")
     assert "Non-finite loss" in (tmp_path / "run" / "train.log").read_text()  # the log has it
 
 
 def test_check_names_a_missing_annotation_file(tmp_path):
     done = run_command("mrcnn.data.check", *missing_coco(tmp_path), cwd=tmp_path)
-    assert_one_message(done, "mrcnn.data.check", str(tmp_path / "missing.json"))
+    assert_one_message(done, "mrcnn check", str(tmp_path / "missing.json"))
 
 
 def test_predict_names_a_missing_input(tmp_path):
-    overrides = ["ckpt_path=x.ckpt", f"input={tmp_path / 'nothing'}", f"output={tmp_path / 'o'}"]
+    overrides = ["model=x.ckpt", f"input={tmp_path / 'nothing'}", f"output={tmp_path / 'o'}"]
     done = run_command("mrcnn.predict", *overrides, cwd=tmp_path)
-    assert_one_message(done, "mrcnn.predict", str(tmp_path / "nothing"))
+    assert_one_message(done, "mrcnn predict", str(tmp_path / "nothing"))
 
 
 def test_predict_names_a_required_key_left_unset(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     output = tmp_path / "out"
     done = run_command("mrcnn.predict", f"input={tmp_path}", f"output={output}", cwd=tmp_path)
-    assert_one_message(done, "mrcnn.predict", "ckpt_path")
+    assert_one_message(done, "mrcnn predict", "model=FILE.ckpt", "model_path")
 
 
 def test_evaluate_names_a_missing_checkpoint(tmp_path):
-    done = run_command("mrcnn.evaluate", f"ckpt_path={tmp_path / 'gone.ckpt'}", cwd=tmp_path)
-    assert_one_message(done, "mrcnn.evaluate", str(tmp_path / "gone.ckpt"))
+    done = run_command("mrcnn.evaluate", f"model={tmp_path / 'gone.ckpt'}", cwd=tmp_path)
+    assert_one_message(done, "mrcnn evaluate", str(tmp_path / "gone.ckpt"))
 
 
 @pytest.mark.parametrize("module", ["mrcnn.data.check", "mrcnn.train"])
 def test_hydra_full_error_shows_the_traceback(module, tmp_path):
     done = run_command(module, *missing_coco(tmp_path), cwd=tmp_path, HYDRA_FULL_ERROR="1")
     assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def coco_with_files(tmp_path: Path, count: int) -> tuple[Path, Path]:
+    """A COCO json of ``count`` 40x60 images with one square each, its images written."""
+    from tests.data.tmp_data import coco_json, square, write_image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    entries, annotations = [], []
+    for index in range(count):
+        write_image(images / f"{index}.png", 40, 60, seed=index)
+        entries.append({"id": index + 1, "file_name": f"{index}.png", "height": 40, "width": 60})
+        annotations.append(
+            {
+                "id": index + 1,
+                "image_id": index + 1,
+                "category_id": 3,
+                "iscrowd": 0,
+                "segmentation": [square(5, 5, 20)],
+            }
+        )
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(coco_json(entries, annotations)))
+    return images, path
+
+
+def coco_train(images: Path, annotations: Path) -> list[str]:
+    return [
+        *TINY_RUN,
+        "data=coco",
+        f"data.train.images={images}",
+        f"data.train.annotations={annotations}",
+        "data.val_fraction=0.25",
+        "data.image_size=64",
+        "data.max_image_size=64",
+        "data.num_workers=0",
+        "logger=none",
+    ]
+
+
+def test_train_stops_before_the_first_step_when_an_image_file_is_missing(tmp_path):
+    images, annotations = coco_with_files(tmp_path, 8)
+    (images / "5.png").unlink()
+    done = run_command("mrcnn.train", *coco_train(images, annotations), cwd=tmp_path)
+    message = assert_one_message(done, "mrcnn train", str(images / "5.png"), "does not exist")
+    assert "image files do not exist" in message and "mrcnn check" in message
+    assert not (tmp_path / "run" / "checkpoints").exists(), "no step may run"
+    # mrcnn check says the same of that file.
+    data = [o for o in coco_train(images, annotations) if o.startswith("data")]
+    done = run_command("mrcnn.data.check", *data, cwd=tmp_path)
+    assert f"image file {images / '5.png'} does not exist" in done.stdout + done.stderr
+
+
+def test_an_error_in_a_loader_worker_is_the_same_one_message(tmp_path):
+    """A file that exists but cannot be decoded fails in a data loader worker: the user sees the
+    reader's message, as from the main process, not the worker's traceback."""
+    images, annotations = coco_with_files(tmp_path, 8)
+    for index in range(8):  # whichever the first batch holds
+        (images / f"{index}.png").write_bytes(b"not a png")
+    overrides = [*coco_train(images, annotations), "data.num_workers=1"]
+    done = run_command("mrcnn.train", *overrides, cwd=tmp_path)
+    message = assert_one_message(done, "mrcnn train", str(images), "as an image")
+    assert "DataLoader worker" not in message and "Original Traceback" not in message
+
+
+def test_a_device_that_is_not_there_is_named_with_its_key(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    done = run_command("mrcnn.train", *TINY, "trainer.accelerator=gpu", cwd=tmp_path)
+    assert_one_message(done, "mrcnn train", "trainer.accelerator=gpu", "trainer.accelerator=cpu")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    overrides = ["model=x.ckpt", f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'o'}"]
+    done = run_command("mrcnn.predict", *overrides, "device=cuda", cwd=tmp_path)
+    assert_one_message(done, "mrcnn predict", "device=cuda", "device=cpu")

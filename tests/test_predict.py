@@ -17,17 +17,17 @@ from torch import nn
 
 import mrcnn.evaluate
 import mrcnn.inference
+import mrcnn.inference.loading
 import mrcnn.predict
-import mrcnn.runner
 from mrcnn.config import compose_config
 from mrcnn.data import ShapesDataset
+from mrcnn.data.image_files import ImageFilesError
 from mrcnn.data.images import read_image
 from mrcnn.errors import ConfigError
-from mrcnn.evaluation.coco import evaluate_coco, ground_truth_for
+from mrcnn.evaluation.cocoeval import evaluate_coco
+from mrcnn.evaluation.ground_truth import ground_truth_for
 from mrcnn.model.checkpoint import CheckpointError
 from mrcnn.predict import PredictError, drawn_names, predict
-from mrcnn.train import train
-from tests.tiny import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 # A command run here imports this checkout's mrcnn (a git worktree's too), not the installed one.
@@ -41,14 +41,6 @@ def save(image: torch.Tensor, path: Path) -> None:
 def predict_config(**options) -> dict:
     overrides = [f"{key}={value}" for key, value in {"num_workers": 0, **options}.items()]
     return compose_config(overrides, config_name="predict")
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> Path:
-    """A real checkpoint after 2 training steps: its detections are weak but real."""
-    run = tmp_path_factory.mktemp("train")
-    train(compose_config([*TINY, "logger=none"], output_dir=run))
-    return run / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture
@@ -67,17 +59,17 @@ def image_folder(tmp_path) -> Path:
 
 
 def test_cli_predicts_every_readable_image_and_names_the_unreadable_one(
-    checkpoint, image_folder, tmp_path
+    tiny_checkpoint, image_folder, tmp_path
 ):
     out = tmp_path / "out"
     command = [
         sys.executable,
         "-m",
         "mrcnn.predict",
-        f"ckpt_path={checkpoint}",
+        f"model_path={tiny_checkpoint}",
         f"input={image_folder}",
         f"output={out}",
-        "score_threshold=0.1",
+        "evaluation.score_threshold=0.1",
         "batch_size=2",
         "num_workers=1",
         f"hydra.run.dir={tmp_path / 'hydra'}",
@@ -172,13 +164,15 @@ def test_written_results_score_perfectly_against_the_ground_truth_they_came_from
     model = GroundTruthModel(dataset)
     loaded = SimpleNamespace(model=model, categories=dataset.categories)
     loaded.eval = lambda: loaded
-    monkeypatch.setattr(mrcnn.runner, "load_module", lambda path, map_location: loaded)
-    monkeypatch.setattr(mrcnn.inference, "detect", lambda model, images, precision: model(images))
+    monkeypatch.setattr(mrcnn.inference.loading, "load_module", lambda path, map_location: loaded)
+    monkeypatch.setattr(
+        mrcnn.inference.core, "detect", lambda model, images, precision: model(images)
+    )
 
     out = tmp_path / "out"
     summary = predict(
         predict_config(
-            ckpt_path="unused.ckpt",
+            model_path="unused.ckpt",
             input=folder,
             output=out,
             batch_size=2,
@@ -206,17 +200,17 @@ def test_written_results_score_perfectly_against_the_ground_truth_they_came_from
     assert changed[quarter & ~covered].float().mean() < 0.7  # the 0.3 detection is not drawn
 
 
-def test_bf16_predictions_keep_float32_box_coordinates(checkpoint, image_folder, tmp_path):
+def test_bf16_predictions_keep_float32_box_coordinates(tiny_checkpoint, image_folder, tmp_path):
     # Decoded in bf16, every coordinate from 16 to 128 px would be a multiple of 1/8.
     results = {}
     for precision in ("32", "bf16"):
         out = tmp_path / precision
         predict(
             predict_config(
-                ckpt_path=checkpoint,
+                model_path=tiny_checkpoint,
                 input=image_folder / "b.png",
                 output=out,
-                score_threshold=0.1,
+                **{"evaluation.score_threshold": 0.1},
                 precision=precision,
                 draw=False,
             )
@@ -237,10 +231,12 @@ def test_drawn_names_keep_stems_unless_two_inputs_share_one():
 def test_folder_without_images_names_the_extensions_looked_for(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
-    with pytest.raises(PredictError, match=r"no images in this folder.*\.jpg.*\.png"):
-        predict(predict_config(ckpt_path="x.ckpt", input=tmp_path / "empty", output=tmp_path / "o"))
-    with pytest.raises(PredictError, match="no such file or folder"):
-        predict(predict_config(ckpt_path="x.ckpt", input=tmp_path / "nope", output=tmp_path / "o"))
+    with pytest.raises(ImageFilesError, match=r"no images in this folder.*\.jpg.*\.png"):
+        predict(
+            predict_config(model_path="x.ckpt", input=tmp_path / "empty", output=tmp_path / "o")
+        )
+    with pytest.raises(ImageFilesError, match="no such file or folder"):
+        predict(predict_config(model_path="x.ckpt", input=tmp_path / "nope", output=tmp_path / "o"))
 
 
 def test_missing_or_non_checkpoint_file_fails_clearly_and_removes_stale_results(
@@ -250,21 +246,25 @@ def test_missing_or_non_checkpoint_file_fails_clearly_and_removes_stale_results(
     out.mkdir()
     (out / "predictions.json").write_text("[]")  # from an earlier run
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        predict(predict_config(ckpt_path=tmp_path / "missing.ckpt", input=image_folder, output=out))
+        predict(
+            predict_config(model_path=tmp_path / "missing.ckpt", input=image_folder, output=out)
+        )
     assert not (out / "predictions.json").exists(), "stale results would look complete"
     text = tmp_path / "notes.ckpt"
     text.write_text("hello")
     with pytest.raises(CheckpointError, match="text file"):
-        predict(predict_config(ckpt_path=text, input=image_folder, output=out))
+        predict(predict_config(model_path=text, input=image_folder, output=out))
 
 
-def test_a_setting_typo_keeps_the_last_results(checkpoint, image_folder, tmp_path):
+def test_a_setting_typo_keeps_the_last_results(tiny_checkpoint, image_folder, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "predictions.json").write_text("[]")  # from an earlier run
     for typo in ({"mask_format": "polygons"}, {"tile_size": 8}):
         with pytest.raises(ConfigError):
-            predict(predict_config(ckpt_path=checkpoint, input=image_folder, output=out, **typo))
+            predict(
+                predict_config(model_path=tiny_checkpoint, input=image_folder, output=out, **typo)
+            )
         assert (out / "predictions.json").read_text() == "[]"
 
 
@@ -272,23 +272,23 @@ def test_unwritable_output_and_output_over_inputs_are_refused(image_folder, tmp_
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     with pytest.raises(PredictError, match="not a writable folder"):
-        predict(predict_config(ckpt_path="x.ckpt", input=image_folder, output=blocker / "out"))
+        predict(predict_config(model_path="x.ckpt", input=image_folder, output=blocker / "out"))
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o555)
         with pytest.raises(PredictError, match="not a writable folder"):
-            predict(predict_config(ckpt_path="x.ckpt", input=image_folder, output=locked))
+            predict(predict_config(model_path="x.ckpt", input=image_folder, output=locked))
     with pytest.raises(PredictError, match="would overwrite input images"):
-        predict(predict_config(ckpt_path="x.ckpt", input=image_folder, output=image_folder))
+        predict(predict_config(model_path="x.ckpt", input=image_folder, output=image_folder))
 
 
 def test_image_ids_from_must_name_every_input(image_folder, tmp_path):
     annotations = tmp_path / "gt.json"
     annotations.write_text(json.dumps({"images": [{"id": 7, "file_name": "dir/b.png"}]}))
-    with pytest.raises(PredictError, match=r"has no image named a\.PNG, broken\.jpg, c\.jpg"):
+    with pytest.raises(ImageFilesError, match=r"has no image named a\.PNG, broken\.jpg, c\.jpg"):
         predict(
             predict_config(
-                ckpt_path="x.ckpt",
+                model_path="x.ckpt",
                 input=image_folder,
                 output=tmp_path / "o",
                 image_ids_from=annotations,
@@ -301,7 +301,7 @@ def test_cli_reports_a_bad_checkpoint_in_one_line_with_exit_status_1(image_folde
         sys.executable,
         "-m",
         "mrcnn.predict",
-        f"ckpt_path={tmp_path / 'missing.ckpt'}",
+        f"model_path={tmp_path / 'missing.ckpt'}",
         f"input={image_folder}",
         f"output={tmp_path / 'out'}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
@@ -310,12 +310,12 @@ def test_cli_reports_a_bad_checkpoint_in_one_line_with_exit_status_1(image_folde
         command, cwd=REPO, env=CHECKOUT_ENV, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 1
-    assert "mrcnn.predict: error: Checkpoint" in done.stderr and "Traceback" not in done.stderr
+    assert "mrcnn predict: error: Checkpoint" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out" / "predictions.json").exists()
 
 
 def test_exif_rotated_jpeg_is_predicted_and_evaluated_upright(
-    checkpoint, coco128_dir, tmp_path, monkeypatch
+    tiny_checkpoint, coco128_dir, tmp_path, monkeypatch
 ):
     """A phone photo stores sideways pixels and an EXIF orientation; training reads it upright
     (mrcnn.data.images), so predict and evaluate must too: same detections, upright masks."""
@@ -339,10 +339,10 @@ def test_exif_rotated_jpeg_is_predicted_and_evaluated_upright(
     out = tmp_path / "out"
     predict(
         predict_config(
-            ckpt_path=checkpoint,
+            model_path=tiny_checkpoint,
             input=folder,
             output=out,
-            score_threshold=0.0,
+            **{"evaluation.score_threshold": 0.0},
             batch_size=1,
             draw=False,
         )
@@ -401,7 +401,7 @@ def test_exif_rotated_jpeg_is_predicted_and_evaluated_upright(
                 *(f"data.{part}.{item}" for part in ("train", "val") for item in split),
                 "data.num_workers=0",
                 "batch_size=1",
-                f"ckpt_path={checkpoint}",
+                f"model_path={tiny_checkpoint}",
                 f"output={tmp_path / 'metrics.json'}",
             ],
             output_dir=tmp_path,

@@ -38,7 +38,7 @@ def test_train_then_evaluate_then_predict(data, data_dir, tmp_path):
     metrics_file = tmp_path / "metrics.json"
     table = command(
         "mrcnn.evaluate",
-        f"ckpt_path={checkpoint}",
+        f"model_path={checkpoint}",
         *data_args,
         f"output={metrics_file}",
         f"hydra.run.dir={tmp_path / 'eval'}",
@@ -67,10 +67,10 @@ def test_train_then_evaluate_then_predict(data, data_dir, tmp_path):
     out = tmp_path / "predicted"
     command(
         "mrcnn.predict",
-        f"ckpt_path={checkpoint}",
+        f"model_path={checkpoint}",
         f"input={images}",
         f"output={out}",
-        "score_threshold=0.0",
+        "evaluation.score_threshold=0.0",
         *id_args,
         f"hydra.run.dir={tmp_path / 'pred'}",
         cwd=tmp_path,

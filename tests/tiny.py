@@ -1,10 +1,12 @@
-"""Overrides that make a real training run take seconds on a 2-core CPU, and the one way the
-tests run a command (shared by the tests)."""
+"""Overrides that make a real training run take seconds on a 2-core CPU, and the ways the tests
+run a command as a user types it and check how it failed (shared by the tests)."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from mrcnn.errors import EXIT_USER_ERROR
 
 # The checkout under test: a subprocess must import its mrcnn, not the installed one (a git
 # worktree's tests would otherwise run the main checkout's code).
@@ -31,6 +33,19 @@ TINY_DATA = [
     "data.batch_size=2",
 ]
 TINY = TINY_DATA + TINY_RUN
+# The same data for `mrcnn evaluate` (the validation split the tiny runs hold out).
+TINY_EVAL_DATA = list(TINY_DATA)
+# A 2-step run: a real checkpoint with weak but real detections (tests/conftest.py:
+# tiny_checkpoint).
+TINY_CHECKPOINT_RUN = [*TINY, "logger=none", "trainer.limit_val_batches=0"]
+
+
+def checkout_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with this checkout first on ``PYTHONPATH``: a
+    subprocess imports its mrcnn, and its ``tests`` package (test callbacks)."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 def run_module(
@@ -42,18 +57,21 @@ def run_module(
 ) -> subprocess.CompletedProcess:
     """``python -m <module> <args>`` in ``cwd``, as a user runs it (with this checkout's mrcnn
     first on the path); the test fails with the output's tail when the command fails."""
-    env = dict(os.environ if env is None else env)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env=env,
+        env=checkout_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def train_command(*args: str) -> list[str]:
+    """``python -m mrcnn.train <args>`` as an argument list (for ``subprocess.Popen``)."""
+    return [sys.executable, "-m", "mrcnn.train", *args]
 
 
 def run_train(*args: str, cwd: Path, **options) -> subprocess.CompletedProcess:
@@ -80,3 +98,44 @@ TRAINED_RUN = [
     "trainer.enable_progress_bar=false",
 ]
 TRAINED_THREADS = 2
+
+
+def run_command(module: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` as a user types it; its exit status is not checked."""
+    environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    environment.update(PYTHONPATH=str(PROJECT_ROOT), **env)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args, f"hydra.run.dir={cwd / 'run'}"],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def assert_one_message(done: subprocess.CompletedProcess, command: str, *expected: str) -> str:
+    """The run failed the documented way: exit status 1, ``<command>: error: ...`` on stderr
+    naming ``expected``, no traceback and none of Hydra's wrapping around the message."""
+    printed = done.stdout + done.stderr
+    assert done.returncode == EXIT_USER_ERROR, printed[-3000:]
+    assert f"{command}: error: " in done.stderr, printed[-3000:]
+    message = done.stderr[done.stderr.index(f"{command}: error: ") :]
+    for text in expected:
+        assert text in message, message
+    for noise in ("Traceback", "Error executing job", "Error in call to target", "\\n"):
+        assert noise not in printed, printed[-3000:]
+    return message
+
+
+def coco128_as_validation(coco_dir: Path) -> list[str]:
+    """All of coco128 as the validation set (its own json, crowd regions and ids included)."""
+    images, annotations = coco_dir / "val2017", coco_dir / "annotations/instances_val2017.json"
+    return [
+        "data=coco",
+        f"data.train.images={images}",
+        f"data.train.annotations={annotations}",
+        f"data.val.images={images}",
+        f"data.val.annotations={annotations}",
+        "data.num_workers=0",
+    ]

@@ -2,7 +2,7 @@
 
 The LightningModule is the model, its losses and its optimizer; what happens around it lives
 here. The configs name some (``conf/callbacks/``: checkpoints, the progress log); the runner adds
-the ones a run is not correct without (:func:`mrcnn.runner.build_trainer`): the resume state,
+the ones a run is not correct without (:func:`mrcnn.builders.build_trainer`): the resume state,
 the validation RNG guard, the empty-epoch check, validation metrics and image panels.
 """
 
@@ -14,6 +14,7 @@ from mrcnn.callbacks.validation import (
     ImagePanels,
     ValidatedStep,
     ValidationRandomStateGuard,
+    validated_step,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "ValidationRandomStateGuard",
     "saved_overrides",
     "stdout_is_terminal",
+    "validated_step",
 ]

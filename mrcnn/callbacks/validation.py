@@ -12,8 +12,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from mrcnn.evaluation.coco import CocoReport, per_class_table
+from mrcnn.evaluation.cocoeval import CocoReport
 from mrcnn.evaluation.evaluator import CocoEvaluator
+from mrcnn.evaluation.tables import per_class_table
 from mrcnn.loggers import log_image, log_table
 from mrcnn.visualize import (
     draw_prediction,
@@ -182,3 +183,8 @@ class ValidatedStep(Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.step = trainer.global_step
+
+
+def validated_step(trainer: L.Trainer) -> int:
+    """The step of the trainer's last validation (-1: none), from its :class:`ValidatedStep`."""
+    return next(c.step for c in trainer.callbacks if isinstance(c, ValidatedStep))

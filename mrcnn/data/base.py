@@ -64,6 +64,13 @@ class InstanceDataset(Dataset, ABC):
     def source(self, index: int) -> str:
         """Where item ``index`` comes from (file, annotation file, image id), for messages."""
 
+    def image_file(self, index: int) -> Path | None:
+        """The image file item ``index`` is read from, when annotations name it (COCO's
+        ``file_name``): :func:`mrcnn.data.preflight.check_image_files` stats each before a run's
+        first step. None: nothing to stat (generated, or found on disk when the data set was
+        built)."""
+        return None
+
     def image_id(self, index: int) -> int:
         """``target["image_id"]``: the item's index unless the format has ids of its own."""
         return index

@@ -1,4 +1,4 @@
-"""`python -m mrcnn.data.check <data overrides>`: is this data set ready to train on?
+"""`mrcnn check <data overrides>`: is this data set ready to train on?
 
 Builds the data sets exactly as training does (same config, same classes, same validation) and
 reads every item once: counts, a per-class histogram, and every problem. Exits 1 (the status of
@@ -16,14 +16,16 @@ import hydra
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from mrcnn.argv import prepare_command_line
+from mrcnn.builders import build_datamodule
 from mrcnn.config import CONFIG_DIR
 from mrcnn.data.base import InstanceDataset
 from mrcnn.data.errors import DataError, SizeMismatchError, UnreadableFileError, listing
 from mrcnn.data.targets import CLIPPED_BOX, DEGENERATE_BOX, EMPTY_MASK
 from mrcnn.errors import EXIT_USER_ERROR, user_message
-from mrcnn.runner import build_datamodule, command, report_user_error, reportable_user_error
+from mrcnn.task import command, report_user_error, reportable_user_error
 
-COMMAND = "mrcnn.data.check"
+COMMAND = "mrcnn check"
 
 
 @dataclass
@@ -108,7 +110,7 @@ def run(cfg: DictConfig) -> int:
     """Build the configured data, scan it, print the report; the exit status (0 = trainable).
 
     Data that cannot even be loaded is reported as every command reports a user error
-    (:func:`mrcnn.runner.report_user_error`), with the same exit status.
+    (:func:`mrcnn.task.report_user_error`), with the same exit status.
     """
     try:
         datamodule = build_datamodule(cfg)
@@ -153,9 +155,15 @@ def run(cfg: DictConfig) -> int:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="check")
 @command(COMMAND)
 def main(cfg: DictConfig) -> None:
-    """``python -m mrcnn.data.check``."""
+    """``mrcnn check`` (see module doc)."""
     sys.exit(run(cfg))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``mrcnn check``, ``mrcnn-check`` and ``python -m mrcnn.data.check``."""
+    prepare_command_line("check")
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -119,7 +119,7 @@ class CocoDataset(InstanceDataset):
     Category ids (COCO: 1..90 with gaps) become contiguous labels 1..K through
     :attr:`categories`. Crowd regions (``iscrowd=1``) are kept out of training targets, as in
     torchvision, detectron2 and MMDetection; evaluation's ground truth keeps them
-    (:func:`mrcnn.evaluation.coco.ground_truth_for` reads it from :attr:`annotations`).
+    (:func:`mrcnn.evaluation.ground_truth.ground_truth_for` reads it from :attr:`annotations`).
 
     Args:
         images: folder the json's ``file_name`` entries are relative to.
@@ -233,7 +233,10 @@ class CocoDataset(InstanceDataset):
         self._hw = np.array(
             [(images[i]["height"], images[i]["width"]) for i in keep], dtype=np.int64
         ).reshape(-1, 2)
-        records = [pickle.dumps((images[i]["file_name"], per_image[i]), protocol=5) for i in keep]
+        # File names apart from the records: the start-up check stats every file without
+        # unpickling every image's annotations.
+        self._file_names = np.array([str(images[i]["file_name"]) for i in keep])
+        records = [pickle.dumps(per_image[i], protocol=5) for i in keep]
         self._offsets = np.cumsum([0, *map(len, records)], dtype=np.int64)
         self._records = np.frombuffer(b"".join(records), dtype=np.uint8)
 
@@ -241,9 +244,13 @@ class CocoDataset(InstanceDataset):
     def __len__(self) -> int:
         return len(self._image_ids)
 
-    def _record(self, index: int) -> tuple[str, list[tuple[int, int, Any]]]:
+    def _record(self, index: int) -> list[tuple[int, int, Any]]:
+        """Item ``index``'s annotations: (annotation id, label, segmentation) each."""
         start, end = self._offsets[index], self._offsets[index + 1]
         return pickle.loads(self._records[start:end].tobytes())
+
+    def image_file(self, index: int) -> Path:
+        return self.images / str(self._file_names[index])
 
     def image_hw(self, index: int) -> tuple[int, int]:
         """Height and width from the json (no decoding), for aspect-ratio grouping."""
@@ -254,8 +261,7 @@ class CocoDataset(InstanceDataset):
         return int(self._image_ids[index])
 
     def source(self, index: int) -> str:
-        file_name, _ = self._record(index)
-        return f"{self.annotations} image id {self.image_id(index)} ({self.images / file_name})"
+        return f"{self.annotations} image id {self.image_id(index)} ({self.image_file(index)})"
 
     def describe(self) -> str:
         """One line for the training log: what is trained on and what is left out."""
@@ -266,9 +272,9 @@ class CocoDataset(InstanceDataset):
         )
 
     def load_raw(self, index: int) -> RawSample:
-        file_name, anns = self._record(index)
+        anns = self._record(index)
         source = self.source(index)
-        image = read_image(self.images / file_name, source)
+        image = read_image(self.image_file(index), source)
         height, width = self.image_hw(index)
         if image.shape[:2] != (height, width):
             raise SizeMismatchError(

@@ -44,10 +44,7 @@ def _open(path: Path, source: str, data: bytes | None = None) -> Image.Image:
                 "with its image, or remove the embedded data so that the image file is read."
             ) from None
     if not path.is_file():
-        raise UnreadableFileError(
-            f"{source}: image file {path} does not exist. Check the image folder setting "
-            "(data...images / data.root) or remove the entry that names it."
-        )
+        raise UnreadableFileError(missing_file_message(path, source))
     try:
         return Image.open(path)
     except (UnidentifiedImageError, OSError) as error:
@@ -55,6 +52,15 @@ def _open(path: Path, source: str, data: bytes | None = None) -> Image.Image:
             f"{source}: cannot read {path} as an image ({error}). Replace the file with a "
             "readable PNG/JPEG/TIFF or remove it from the data set."
         ) from None
+
+
+def missing_file_message(path: Path, source: str) -> str:
+    """What every command says of an image file that is not there (``check``, the start-up
+    check of ``train`` and ``evaluate``, a loader)."""
+    return (
+        f"{source}: image file {path} does not exist. Check the image folder setting "
+        "(data...images / data.root) or remove the entry that names it."
+    )
 
 
 def image_hw(path: Path, source: str, data: bytes | None = None) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """Where a model fails: per-class precision-recall curves, a confusion matrix with a background
 row and column, and every image's errors (missed, false positive, wrong class).
 
-All of it comes out of :func:`mrcnn.evaluation.coco.coco_report`, the one evaluation path:
+All of it comes out of :func:`mrcnn.evaluation.cocoeval.coco_report`, the one evaluation path:
 
 - **PR curves** are read from COCOeval's own ``eval["precision"]`` array ``[T, R, K, A, M]``
   (all areas, the last ``maxDets``), as detectron2 reads per-class AP from it: one curve per

@@ -16,7 +16,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from mrcnn.data.categories import Categories
-from mrcnn.evaluation.coco import IOU_TYPES, CocoReport, coco_report, detections_to_coco_results
+from mrcnn.evaluation.cocoeval import IOU_TYPES, CocoReport, coco_report
+from mrcnn.evaluation.results import detections_to_coco_results
 
 log = logging.getLogger(__name__)
 

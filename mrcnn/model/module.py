@@ -35,7 +35,7 @@ class MaskRCNNModule(L.LightningModule):
     ``torch.load(..., weights_only=True)``. The config's ``model`` node builds it
     (``conf/model/``, Hydra's ``instantiate`` with the data's categories); what happens around
     training and validation (metrics, image panels, checks, resume state) are callbacks
-    (:mod:`mrcnn.callbacks`), added by :func:`mrcnn.runner.build_trainer`.
+    (:mod:`mrcnn.callbacks`), added by :func:`mrcnn.builders.build_trainer`.
 
     Args:
         categories: ``Categories.to_dict()`` of the training data; sets ``num_classes``.

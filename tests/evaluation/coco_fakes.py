@@ -107,7 +107,7 @@ def results_from_ground_truth(ground_truth: dict, seed: int = 7) -> list[dict]:
     """COCO results (the data set's category ids, RLE masks) of
     :func:`detections_from_ground_truth`, as ``predict`` writes them."""
     from mrcnn.data.categories import Categories
-    from mrcnn.evaluation.coco import detections_to_coco_results
+    from mrcnn.evaluation.results import detections_to_coco_results
 
     detections, image_ids, category_ids = detections_from_ground_truth(ground_truth, seed=seed)
     names = {c["id"]: c["name"] for c in ground_truth["categories"]}

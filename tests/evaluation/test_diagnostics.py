@@ -11,17 +11,17 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mrcnn.builders import error_plot_types
 from mrcnn.config import compose_config
 from mrcnn.errors import ConfigError
 from mrcnn.evaluation import coco_report
-from mrcnn.evaluation.coco import encode_masks
 from mrcnn.evaluation.diagnostics import confusion_json, error_counts, worst_images
-from mrcnn.runner import error_plot_types
+from mrcnn.evaluation.results import encode_masks
 from mrcnn.train import train
 from mrcnn.visualize import draw_marked
 from tests.evaluation.coco_fakes import results_from_ground_truth
-from tests.evaluation.test_evaluate_command import coco_overrides, run_evaluate
-from tests.tiny import TINY
+from tests.tiny import TINY, run_command
+from tests.tiny import coco128_as_validation as coco_overrides
 
 BACKENDS = ("pycocotools", "faster_coco_eval")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -121,7 +121,7 @@ def test_score_threshold_is_configurable():
 
 def test_score_threshold_outside_0_1_is_a_config_error():
     ground_truth, results = hand_built()
-    with pytest.raises(ConfigError, match=r"confusion_score_threshold=1\.5"):
+    with pytest.raises(ConfigError, match=r"evaluation.score_threshold=1\.5"):
         coco_report(ground_truth, results, score_threshold=1.5)
 
 
@@ -158,8 +158,12 @@ def test_pr_curves_agree_with_cocoeval_per_class_ap(backend):
 def test_evaluate_writes_pictures_worst_images_and_confusion_counts(tmp_path, coco128_dir, coco_gt):
     results_path = tmp_path / "detections.json"
     results_path.write_text(json.dumps(results_from_ground_truth(coco_gt)))
-    done = run_evaluate(
-        *coco_overrides(coco128_dir), f"results={results_path}", "worst=2", cwd=tmp_path
+    done = run_command(
+        "mrcnn.evaluate",
+        *coco_overrides(coco128_dir),
+        f"results={results_path}",
+        "worst=2",
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "run"
@@ -192,7 +196,7 @@ def test_evaluate_writes_pictures_worst_images_and_confusion_counts(tmp_path, co
 
 
 def test_negative_worst_is_a_config_error(tmp_path):
-    done = run_evaluate("results=nowhere.json", "worst=-1", cwd=tmp_path)
+    done = run_command("mrcnn.evaluate", "results=nowhere.json", "worst=-1", cwd=tmp_path)
     assert done.returncode == 1
     assert "worst=-1" in done.stderr and "0 or more" in done.stderr
 

@@ -1,0 +1,5 @@
+"""``python -m mrcnn <command>``: the ``mrcnn`` command (:mod:`mrcnn.cli`)."""
+
+from mrcnn.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""Back ends for the models ``mrcnn export`` writes: ONNX Runtime and TorchScript.
+
+Each takes one float32 [3,H,W] image per run (what the exported graph takes) and returns
+torchvision-style detections, so :class:`~mrcnn.inference.core.Inference` runs them as it runs a
+checkpoint's model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from mrcnn.inference.core import Detections
+
+EXPORTED_OUTPUTS = ("boxes", "labels", "scores", "masks")
+
+
+class OnnxBackend:
+    """A model from ``python -m mrcnn.export format=onnx`` in ONNX Runtime, one session run per
+    image (the model takes one float32 [3,H,W] image).
+
+    ``threads``: ONNX Runtime's intra-op threads (None: torch's ``get_num_threads()``, so both
+    run on the same cores). ``providers``: ONNX Runtime execution providers (None: the CPU).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=list(providers or ["CPUExecutionProvider"])
+        )
+        self.input_name = self.session.get_inputs()[0].name
+        self.device = torch.device("cpu")
+
+    def __call__(self, images: list[Tensor]) -> list[Detections]:
+        return [self.run(image) for image in images]
+
+    def run(self, image: Tensor) -> Detections:
+        feed = {self.input_name: image.detach().cpu().float().contiguous().numpy()}
+        outputs = self.session.run(list(EXPORTED_OUTPUTS), feed)
+        return {k: torch.from_numpy(v) for k, v in zip(EXPORTED_OUTPUTS, outputs, strict=True)}
+
+
+class TorchScriptBackend:
+    """A model from ``python -m mrcnn.export format=torchscript`` (``torch.jit.load``), one
+    call per image, on ``device``, without gradients."""
+
+    def __init__(self, path: str | Path, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = torch.jit.load(str(path), map_location=self.device).eval()
+
+    def __call__(self, images: list[Tensor]) -> list[Detections]:
+        with torch.inference_mode():
+            return [
+                dict(zip(EXPORTED_OUTPUTS, self.model(image.to(self.device)), strict=True))
+                for image in images
+            ]

@@ -1,0 +1,111 @@
+"""The model a command runs, from its file: a checkpoint from ``mrcnn train`` or a model from
+``mrcnn export``, given the same way to ``evaluate`` and ``predict`` (``model=FILE``, the config
+key ``model_path``). The file's suffix decides how it runs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from mrcnn.data.categories import Categories
+from mrcnn.deploy.sidecar import read_sidecar
+from mrcnn.errors import ConfigError
+from mrcnn.inference.core import Inference, TorchBackend
+from mrcnn.inference.exported import OnnxBackend, TorchScriptBackend
+from mrcnn.model.checkpoint import load_module
+from mrcnn.precision import resolve_device, resolve_precision
+
+log = logging.getLogger(__name__)
+
+# What `mrcnn export` writes: ONNX (ONNX Runtime) and TorchScript.
+EXPORTED_SUFFIXES = (".onnx", ".pt")
+
+
+def load_inference(
+    model_path: str | Path,
+    device: str,
+    precision: str | int,
+    batch_size: int,
+    score_threshold: float = 0.0,
+    mask_threshold: float = 0.5,
+) -> tuple[Inference, Categories]:
+    """The model in ``model_path`` on ``device`` behind :class:`~mrcnn.inference.Inference`,
+    and its classes. Bad settings fail before the model loads.
+
+    A checkpoint (any suffix but ``.onnx`` and ``.pt``) rebuilds its model alone; a model from
+    ``mrcnn export`` runs in ONNX Runtime (``.onnx``) or TorchScript (``.pt``), its classes read
+    from its sidecar ``<model>.json``."""
+    chosen_device = resolve_device(str(device))
+    chosen_precision = resolve_precision(precision, chosen_device.type)
+    if Path(model_path).suffix.lower() in EXPORTED_SUFFIXES:
+        backend, categories = exported_backend(model_path, chosen_device, chosen_precision)
+    else:
+        module = load_module(model_path, map_location=chosen_device)
+        backend = TorchBackend(module.model, chosen_device, chosen_precision)
+        categories = module.categories
+    inference = Inference(
+        backend,
+        batch_size=int(batch_size),
+        score_threshold=float(score_threshold),
+        mask_threshold=float(mask_threshold),
+    )
+    return inference, categories
+
+
+def exported_backend(
+    model_path: str | Path, device: torch.device, precision: str
+) -> tuple[OnnxBackend | TorchScriptBackend, Categories]:
+    """A model from ``mrcnn export`` as a back end (``.onnx``: ONNX Runtime on the CPU;
+    ``.pt``: TorchScript on ``device``) and its classes from its sidecar."""
+    info = read_sidecar(model_path)
+    if precision != "32-true":
+        raise ConfigError(
+            f"precision={precision}: an exported model ({model_path}) runs in float32 as it was "
+            "exported; drop precision= (or give the checkpoint, model=FILE.ckpt, to run it in "
+            "that precision)."
+        )
+    if info["format"] != "onnx":
+        return TorchScriptBackend(model_path, device), Categories.from_dict(info["categories"])
+    if device.type != "cpu":
+        log.info("%s runs in ONNX Runtime on the CPU (device=%s unused).", model_path, device)
+    return OnnxBackend(model_path), Categories.from_dict(info["categories"])
+
+
+def configured_inference(
+    cfg: DictConfig, score_threshold: float, mask_threshold: float
+) -> tuple[Inference, Categories, str]:
+    """The model of a command's ``model_path`` (``model=FILE`` on the command line), with its
+    classes and the path it came from (:func:`load_inference`)."""
+    source = cfg.get("model_path")
+    if source is None:
+        raise ConfigError(
+            "Give the model: model=FILE.ckpt (a checkpoint from mrcnn train) or "
+            "model=FILE.onnx|FILE.pt (a model from mrcnn export); the config key is model_path."
+        )
+    settings = (cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold)
+    return (*load_inference(str(source), *settings), str(source))
+
+
+def keep_detections(inference: Inference, count: int, source: str | Path) -> None:
+    """Let a checkpoint's model keep at least ``count`` detections per image (what AP counts);
+    an exported model's limit is fixed in its graph: a warning says when it is lower."""
+    roi_heads = getattr(getattr(inference.backend, "model", None), "roi_heads", None)
+    if roi_heads is not None and hasattr(roi_heads, "detections_per_img"):
+        if roi_heads.detections_per_img < count:
+            log.info("The model keeps %d detections per image (max_detections).", count)
+            roi_heads.detections_per_img = count
+        return
+    kept = int(read_sidecar(source)["thresholds"]["box_detections_per_img"])
+    if kept < count:
+        log.warning(
+            "evaluation.max_detections=%d, but %s keeps at most %d detections per image (fixed "
+            "when it was exported, from the checkpoint's model.detector.box_detections_per_img): "
+            "AP counts at most %d. Evaluate the checkpoint (model=FILE.ckpt) to count more.",
+            count,
+            source,
+            kept,
+            kept,
+        )

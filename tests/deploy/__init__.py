@@ -1,0 +1,1 @@
+"""Tests of mrcnn.deploy: export to ONNX and TorchScript, the sidecar, parity with PyTorch."""

@@ -1,0 +1,1 @@
+"""Tests of mrcnn.inference: the one inference path, tiling, loading a model from its file."""

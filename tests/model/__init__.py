@@ -1,0 +1,2 @@
+"""Tests of mrcnn.model: the builder, the LightningModule, forward passes, checkpoints,
+schedules."""

@@ -1,0 +1,57 @@
+"""precision=auto and friends: what makes sense on the device, refused combinations, the bf16
+probe's manners."""
+
+import pytest
+import torch
+
+from mrcnn.precision import cpu_bf16_speedup, resolve_precision
+
+
+@pytest.mark.parametrize(
+    ("asked", "accelerator", "native_bf16", "chosen"),
+    [
+        (32, "cpu", True, "32-true"),
+        (16, "cpu", True, "bf16-mixed"),
+        ("16-mixed", "cpu", True, "bf16-mixed"),
+        (16, "cpu", False, "32-true"),  # emulated bf16 would be far slower than float32
+        ("16-mixed", "cpu", False, "32-true"),
+        (16, "gpu", None, "16-mixed"),
+        ("bf16", "cpu", True, "bf16-mixed"),
+        ("bf16-mixed", "cuda", None, "bf16-mixed"),
+    ],
+)
+def test_precision_is_what_makes_sense_on_the_device(
+    asked, accelerator, native_bf16, chosen, caplog
+):
+    caplog.set_level("INFO")
+    assert resolve_precision(asked, accelerator, native_bf16=native_bf16) == chosen
+    assert f"-> {chosen}" in caplog.text
+
+
+def test_explicit_bf16_on_a_cpu_without_bf16_hardware_is_kept_with_a_warning(caplog):
+    caplog.set_level("INFO")
+    assert resolve_precision("bf16", "cpu", native_bf16=False) == "bf16-mixed"
+    warning = next(r for r in caplog.records if r.levelname == "WARNING")
+    assert "trainer.precision=32" in warning.getMessage()
+
+
+def test_this_machines_cpu_answer_decides_cpu_fp16(caplog):
+    expected = "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+    assert resolve_precision(16, "cpu") == expected
+
+
+@pytest.mark.parametrize("asked", ["16-true", "bf16-true", "8"])
+def test_unusable_precision_is_refused(asked):
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision(asked, "cpu")
+
+
+def test_the_bf16_probe_leaves_the_training_random_stream_alone():
+    # precision=auto probes once per process, after the run was seeded: two same-seed runs in
+    # one process (a notebook, a sweep) must still draw the same random numbers.
+    cpu_bf16_speedup.cache_clear()
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    cpu_bf16_speedup()
+    assert torch.equal(torch.rand(3), expected)

@@ -1,0 +1,1 @@
+"""Tests of mrcnn.visualize: drawing instances, marking errors, plots."""
