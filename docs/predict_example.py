@@ -1,7 +1,7 @@
-"""Make the README's predict picture: ``python docs/predict_example.py CHECKPOINT``.
+"""Make docs/deploy.md's predict picture: ``python docs/predict_example.py CHECKPOINT``.
 
 Writes the first six images of the default validation set (the synthetic shapes, seed 1) as
-PNGs, runs ``python -m mrcnn.predict`` on them as a user would, and tiles the drawn outputs,
+PNGs, runs ``mrcnn predict`` on them as a user would, and tiles the drawn outputs,
 scaled up 2x (nearest neighbour) so that 128 px images stay legible, into
 ``docs/images/predict_example.png``.
 """
@@ -31,8 +31,8 @@ def main(checkpoint: str) -> None:
             pixels = shapes[index][0].permute(1, 2, 0).numpy()
             Image.fromarray(pixels).save(images / f"val_{index}.png")
         command = [
-            sys.executable, "-m", "mrcnn.predict", f"ckpt_path={checkpoint}",
-            f"input={images}", f"output={drawn}", "score_threshold=0.5",
+            sys.executable, "-m", "mrcnn", "predict", f"model={checkpoint}",
+            f"input={images}", f"output={drawn}", "evaluation.score_threshold=0.5",
         ]  # fmt: skip
         print(" ".join(command[1:]))
         subprocess.run(command, check=True)
