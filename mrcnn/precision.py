@@ -38,6 +38,17 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def cuda_has_native_bf16() -> bool:
+    """Whether the CUDA GPU in use computes bf16 in hardware: compute capability 8.0 (Ampere)
+    and later.
+
+    ``torch.cuda.is_bf16_supported()`` counts emulation and says yes on a V100 or T4 (7.x) as
+    well, where bf16 runs emulated and slow; there fp16 with a gradient scaler is the fast
+    mixed precision.
+    """
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+
+
 @cache
 def cpu_bf16_speedup(repeats: int = 5) -> float:
     """float32 time / bf16-autocast time of a small convolutional training step on this CPU.
@@ -71,6 +82,7 @@ def resolve_precision(
     accelerator: str = "auto",
     native_bf16: bool | None = None,
     bf16_speedup: float | None = None,
+    cuda_bf16: bool | None = None,
 ) -> str:
     """Lightning's precision string for the requested one on this device, with one log line.
 
@@ -81,24 +93,30 @@ def resolve_precision(
     kernels) and are refused with the alternative. ``native_bf16`` defaults to
     :func:`cpu_has_native_bf16`.
 
-    ``auto`` picks for the machine: on CUDA bf16 autocast where the GPU has bf16, else fp16
-    with a scaler; on a CPU bf16 autocast only with bf16 hardware and a probe step at least
-    ``AUTO_BF16_MIN_SPEEDUP`` faster (``bf16_speedup``, default :func:`cpu_bf16_speedup`),
-    else float32.
+    ``auto`` picks for the machine: on CUDA bf16 autocast where the GPU has bf16 hardware
+    (``cuda_bf16``, default :func:`cuda_has_native_bf16`: Ampere and later), else fp16 with a
+    scaler; an explicit ``bf16`` on an older GPU is kept with a warning. On a CPU bf16
+    autocast only with bf16 hardware and a probe step at least ``AUTO_BF16_MIN_SPEEDUP``
+    faster (``bf16_speedup``, default :func:`cpu_bf16_speedup`), else float32.
     """
     asked = str(precision)
     cuda = _uses_cuda(str(accelerator))
     device = "CUDA" if cuda else "CPU"
+    if cuda and cuda_bf16 is None:
+        cuda_bf16 = cuda_has_native_bf16()
     if native_bf16 is None:
-        native_bf16 = cuda or cpu_has_native_bf16()
+        native_bf16 = cuda_bf16 if cuda else cpu_has_native_bf16()
     if asked in _UNSUPPORTED:
         raise ConfigError(
             f"trainer.precision={asked} is not supported: torchvision's detection ops (nms, "
             "roi_align) have no pure half-precision kernels. Use 16 (mixed) or bf16 (mixed)."
         )
     if asked == "auto" and cuda:
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        chosen, why = ("bf16-mixed", "the GPU has bf16") if bf16 else ("16-mixed", "no bf16")
+        chosen, why = (
+            ("bf16-mixed", "the GPU has bf16 hardware")
+            if cuda_bf16
+            else ("16-mixed", "fp16 with a gradient scaler: no bf16 hardware before Ampere")
+        )
     elif asked == "auto" and not native_bf16:
         chosen, why = "32-true", "float32: no bf16 hardware on this CPU (no AVX512-BF16/AMX)"
     elif asked == "auto":
@@ -121,6 +139,14 @@ def resolve_precision(
             "float32: this CPU has neither fast fp16 nor bf16 hardware (no AVX512-BF16/AMX), "
             "and emulated half precision runs many times slower than float32",
         )
+    elif asked in _BF16 and cuda and not cuda_bf16:
+        log.warning(
+            "trainer.precision=%s on a GPU without bf16 hardware (compute capability below 8.0, "
+            "e.g. V100, T4): bf16 is emulated and slow. Use trainer.precision=16 (fp16 with a "
+            "gradient scaler) on this GPU.",
+            asked,
+        )
+        chosen, why = "bf16-mixed", "bf16 autocast, emulated on this GPU"
     elif asked in _BF16 and not native_bf16:
         log.warning(
             "trainer.precision=%s on a CPU without bf16 hardware (no AVX512-BF16/AMX): bf16 is "

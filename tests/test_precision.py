@@ -4,7 +4,7 @@ probe's manners."""
 import pytest
 import torch
 
-from mrcnn.precision import cpu_bf16_speedup, resolve_precision
+from mrcnn.precision import cpu_bf16_speedup, cuda_has_native_bf16, resolve_precision
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,28 @@ def test_explicit_bf16_on_a_cpu_without_bf16_hardware_is_kept_with_a_warning(cap
     assert resolve_precision("bf16", "cpu", native_bf16=False) == "bf16-mixed"
     warning = next(r for r in caplog.records if r.levelname == "WARNING")
     assert "trainer.precision=32" in warning.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("cuda_bf16", "chosen"),
+    [(True, "bf16-mixed"), (False, "16-mixed")],  # A100/H100 (8.x, 9.0); V100/T4 (7.x)
+)
+def test_auto_on_a_gpu_takes_bf16_only_with_bf16_hardware(cuda_bf16, chosen, caplog):
+    caplog.set_level("INFO")
+    assert resolve_precision("auto", "gpu", cuda_bf16=cuda_bf16) == chosen
+    assert not any(r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_explicit_bf16_on_a_gpu_without_bf16_hardware_is_kept_with_a_warning(caplog):
+    assert resolve_precision("bf16", "gpu", cuda_bf16=False) == "bf16-mixed"
+    warning = next(r for r in caplog.records if r.levelname == "WARNING")
+    assert "trainer.precision=16" in warning.getMessage()
+
+
+def test_gpu_bf16_hardware_is_read_from_the_compute_capability_not_emulation():
+    # torch.cuda.is_bf16_supported() says True on a V100 (emulated); the capability does not.
+    expected = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+    assert cuda_has_native_bf16() == expected
 
 
 def test_this_machines_cpu_answer_decides_cpu_fp16(caplog):
