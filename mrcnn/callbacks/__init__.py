@@ -7,6 +7,7 @@ the validation RNG guard, the empty-epoch check, validation metrics and image pa
 """
 
 from mrcnn.callbacks.checkpoint import ModelCheckpoint, RunState, saved_overrides
+from mrcnn.callbacks.memory_format import ChannelsLast
 from mrcnn.callbacks.progress import ProgressLog, stdout_is_terminal
 from mrcnn.callbacks.training import EmptyEpochCheck
 from mrcnn.callbacks.validation import (
@@ -18,6 +19,7 @@ from mrcnn.callbacks.validation import (
 )
 
 __all__ = [
+    "ChannelsLast",
     "CocoMetrics",
     "EmptyEpochCheck",
     "ImagePanels",

@@ -128,16 +128,17 @@ def binary_masks(masks: Tensor, mask_threshold: float = 0.5) -> Tensor:
     ``p > mask_threshold``, the rule of torchvision's reference and of the COCO results
     (:func:`mrcnn.evaluation.results.detections_to_coco_results`), so drawings match results files.
     """
-    masks = masks.detach().cpu()
+    masks = masks.detach()
     if masks.ndim == 4:
         if masks.shape[1] != 1:
             raise ValueError(f"Masks [N,1,H,W] expected, got {tuple(masks.shape)}.")
         masks = masks[:, 0]
     if masks.ndim != 3:
         raise ValueError(f"Masks [N,H,W] or [N,1,H,W] expected, got {tuple(masks.shape)}.")
+    # Thresholded on their device, then copied: bool masks are a quarter of float32's bytes.
     if masks.dtype.is_floating_point:
-        return masks.float() > mask_threshold
-    return masks != 0
+        return (masks.float() > mask_threshold).cpu()
+    return (masks != 0).cpu()
 
 
 def mask_outlines(masks: Tensor, width: int) -> Tensor:
