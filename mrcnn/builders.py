@@ -93,7 +93,7 @@ def build_trainer(
     # ProgressLog callback's lines take its place.
     progress_bar = bool(cfg.trainer.get("enable_progress_bar", True)) and stdout_is_terminal()
     try:
-        return instantiate(
+        trainer = instantiate(
             cfg.trainer,
             callbacks=callbacks,
             logger=loggers or False,
@@ -108,6 +108,26 @@ def build_trainer(
             f"The trainer settings do not fit this machine: {cause} Check trainer.accelerator, "
             "trainer.devices, trainer.strategy and trainer.num_nodes (python -m mrcnn.train "
             "--cfg job shows them)."
+        ) from None
+    check_launched_processes(trainer)
+    return trainer
+
+
+def check_launched_processes(trainer: L.Trainer) -> None:
+    """Where torchrun or srun started the processes, ``trainer.devices`` x
+    ``trainer.num_nodes`` must be what they started. Lightning checks it too, but only inside
+    ``fit``, with a ``ValueError`` and a traceback on every process."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if environment is None or not environment.creates_processes_externally:
+        return
+    try:
+        environment.validate_settings(num_devices=trainer.num_devices, num_nodes=trainer.num_nodes)
+    except ValueError as error:
+        raise ConfigError(
+            f"The trainer settings do not fit the processes {type(environment).__name__} "
+            f"describes: {error} Set trainer.devices to the processes per node (torchrun "
+            "--nproc-per-node, srun --ntasks-per-node) and trainer.num_nodes to the nodes "
+            "(torchrun --nnodes, srun --nodes)."
         ) from None
 
 

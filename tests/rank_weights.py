@@ -1,5 +1,5 @@
-"""Callbacks for tests that run real training processes: each rank saves its weights; a run
-waits where a test kills it.
+"""Callbacks for tests that run real training processes: each rank saves its weights and loss;
+one rank's batch turns NaN; a run waits where a test kills it.
 
 Added to a real ``python -m mrcnn.train`` run like any callback, through the config:
 ``+callbacks.rank_weights._target_=tests.rank_weights.SaveWeightsPerRank
@@ -9,6 +9,7 @@ Added to a real ``python -m mrcnn.train`` run like any callback, through the con
 
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -16,21 +17,40 @@ from lightning.pytorch.callbacks import Callback
 
 
 class SaveWeightsPerRank(Callback):
-    """Writes ``step<N>-rank<R>.pt`` after optimizer step N: ``parameters`` and ``buffers``."""
+    """Writes ``step<N>-rank<R>.pt`` after optimizer step N: ``parameters``, ``buffers`` and
+    ``loss``, this process's own loss of the step's batch."""
 
     def __init__(self, dirpath: str, steps: tuple[int, ...] = (1, 2)) -> None:
         self.dirpath = Path(dirpath)
         self.steps = set(steps)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
+    ) -> None:
         if trainer.global_step in self.steps:
             self.dirpath.mkdir(parents=True, exist_ok=True)
             name = f"step{trainer.global_step}-rank{trainer.global_rank}.pt"
             state = {
                 "parameters": {k: v.detach() for k, v in pl_module.named_parameters()},
                 "buffers": {k: v.detach() for k, v in pl_module.named_buffers()},
+                "loss": outputs["loss"].detach(),
             }
             torch.save(state, self.dirpath / name)
+
+
+class NanImageOnRank(Callback):
+    """Turns the first image of one process's batch at optimizer step ``step`` into NaN, so that
+    only that process's loss is non-finite (DDP keeps the weights identical, not the data)."""
+
+    def __init__(self, rank: int, step: int) -> None:
+        self.rank = rank
+        self.step = step
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, *args: Any
+    ) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            batch[0][0].fill_(float("nan"))
 
 
 class PauseAfterStep(Callback):

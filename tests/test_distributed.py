@@ -1,7 +1,11 @@
-"""Distributed runs: two-process DDP writes one run with identical ranks; DDP inside a Hydra
-multirun is refused where Lightning would start the ranks, allowed where the cluster starts them."""
+"""Distributed runs: two-process DDP writes one run with identical ranks; so do two nodes on one
+machine, started by torchrun or by the SLURM launcher (sbatch and srun stood in for), and both
+resume; a non-finite loss on one rank stops them all; DDP inside a Hydra multirun is refused
+where Lightning would start the ranks, allowed where the cluster starts them."""
 
+import pickle
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,10 +13,21 @@ import torch
 from mrcnn.builders import plain
 from mrcnn.config import compose_config
 from mrcnn.distributed import lightning_starts_the_ranks
+from mrcnn.errors import EXIT_USER_ERROR
 from mrcnn.evaluate import evaluate
 from mrcnn.model.builder import build_maskrcnn
+from tests import fake_slurm
 from tests.events import series
-from tests.tiny import TINY, TINY_DATA, checkout_env, run_train, train_command
+from tests.launch import clean_env, docs_torchrun_lines, free_port, run_ranks, torchrun_command
+from tests.tiny import (
+    TINY,
+    TINY_DATA,
+    assert_one_message,
+    checkout_env,
+    run_command,
+    run_train,
+    train_command,
+)
 
 # A constant learning rate: train/lr is then exactly the scaled lr.
 CONSTANT_LR = ["scheduler=constant", "scheduler.warmup_steps=0"]
@@ -87,7 +102,7 @@ def test_two_process_ddp_writes_one_run_and_keeps_ranks_identical(tmp_path):
     single = evaluate(
         compose_config(
             [
-                f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                f"model_path={run_dir / 'checkpoints' / 'last.ckpt'}",
                 *TINY_DATA,
                 "data.val.num_images=3",
                 f"output={tmp_path / 'metrics.json'}",
@@ -123,3 +138,194 @@ def test_ddp_sweeps_are_allowed_where_the_cluster_starts_every_rank(monkeypatch)
     monkeypatch.setenv("SLURM_NTASKS", "8")  # what srun sets for a submitit/SLURM job
     monkeypatch.setenv("SLURM_JOB_NAME", "mrcnn-sweep")
     assert not lightning_starts_the_ranks()
+
+
+# Two nodes, one process each, on this machine: the runs below add these to the documented
+# command (a constant learning rate: train/lr is then exactly the scaled lr).
+TWO_NODES = [*TINY, *CONSTANT_LR]
+
+
+def save_rank_weights(dirpath: Path, steps: tuple[int, ...]) -> list[str]:
+    """Overrides that make every rank save its weights and loss after the given steps."""
+    return [
+        "+callbacks.rank_weights._target_=tests.rank_weights.SaveWeightsPerRank",
+        f"+callbacks.rank_weights.dirpath={dirpath}",
+        f"+callbacks.rank_weights.steps=[{','.join(map(str, steps))}]",
+    ]
+
+
+def assert_one_run_of_identical_ranks(
+    run_dir: Path, weights: Path, steps: range, launches: int
+) -> None:
+    """What a 2-node run of 2 images per node must leave: one run folder written by rank zero,
+    the learning rate of 4 images, the logged loss the mean of both ranks' losses, and both
+    ranks with the same weights after every step, those of ``last.ckpt`` at the end."""
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".hydra",
+        "checkpoints",
+        "config.yaml",
+        "tensorboard",
+        "train.log",
+    ]
+    # One process wrote events per launch (event file names end in <host>.<pid>.<n>).
+    events = list(run_dir.rglob("events.out.tfevents.*"))
+    assert {p.parent for p in events} == {run_dir / "tensorboard"}
+    assert len({p.name.split(".")[-2] for p in events}) == launches
+    log = (run_dir / "train.log").read_text()
+    assert log.count("Learning rate:") == launches and "x 1 devices x 2 nodes" in log
+    lr = compose_config(TINY).optimizer.lr * 4 / 16  # per 16 images; 2 images x 2 nodes
+    assert series(run_dir, "train/lr") == {step - 1: pytest.approx(lr) for step in steps}
+    logged_loss = series(run_dir, "train/loss_step")
+    for step in steps:
+        rank0 = torch.load(weights / f"step{step}-rank0.pt", weights_only=True)
+        rank1 = torch.load(weights / f"step{step}-rank1.pt", weights_only=True)
+        for name, value in rank0["parameters"].items():
+            assert torch.equal(value, rank1["parameters"][name]), (step, name)
+        mean = (rank0["loss"] + rank1["loss"]) / 2
+        assert logged_loss[step - 1] == pytest.approx(float(mean), rel=1e-5), step
+        assert not torch.equal(rank0["loss"], rank1["loss"])  # each rank had its own images
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == steps[-1]
+    for name, value in rank0["parameters"].items():
+        assert torch.equal(value, saved["state_dict"][name]), name
+
+
+@pytest.mark.slow  # 2 x 2 training processes (and torchrun's agents): about 3 minutes, busy CPU
+def test_two_nodes_on_one_machine_with_torchrun_train_one_run_and_resume(tmp_path):
+    lines = docs_torchrun_lines()  # docs/scaling.md, "Two nodes on one machine"
+    assert [line.split("--node-rank ")[1][0] for line in lines] == ["0", "1"]
+    weights = tmp_path / "weights"
+    work = tmp_path / "work"  # the docs' relative hydra.run.dir=outputs/two_nodes lands here
+    port = free_port()
+    first = [*TWO_NODES, *save_rank_weights(weights, (1, 2, 3))]
+    commands = [(torchrun_command(line, port) + first, clean_env()) for line in lines]
+    ranks = run_ranks(commands, work, tmp_path / "logs", timeout=600)
+    assert [rank.returncode for rank in ranks] == [0, 0], ranks[0].output[-3000:]
+    assert sorted(p.name for p in work.iterdir()) == ["outputs"]
+    run_dir = work / "outputs" / "two_nodes"
+    assert list((work / "outputs").iterdir()) == [run_dir]
+    assert_one_run_of_identical_ranks(run_dir, weights, range(1, 3), launches=1)
+
+    # Resumed as the docs say: the same lines with ckpt_path=last (and one step more).
+    port = free_port()
+    more = ["ckpt_path=last", "trainer.max_steps=3"]
+    commands = [(torchrun_command(line, port) + more, clean_env()) for line in lines]
+    ranks = run_ranks(commands, work, tmp_path / "logs_resumed", timeout=600)
+    assert [rank.returncode for rank in ranks] == [0, 0], ranks[0].output[-3000:]
+    assert "Resuming from" in ranks[0].output
+    assert_one_run_of_identical_ranks(run_dir, weights, range(1, 4), launches=2)
+
+
+@pytest.mark.slow  # 2 x 2 training tasks through submitit: about 3.5 minutes on a busy CPU
+def test_slurm_launcher_trains_two_nodes_as_one_job_and_resumes(tmp_path):
+    weights = tmp_path / "weights"
+    work, sweep = tmp_path / "work", tmp_path / "work" / "sweep"
+    work.mkdir()
+    launch = [
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.timeout_min=30",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.num_nodes=2",
+        f"hydra.sweep.dir={sweep}",
+    ]
+
+    def submit(*overrides: str, logs: str) -> str:
+        """The command as a user types it, sbatch and srun stood in for; the sbatch script."""
+        job_id = fake_slurm.job_id_for_port(free_port(15000, 24999))
+        state = tmp_path / f"slurm_{job_id}"
+        env = clean_env(fake_slurm.install(tmp_path / "bin", state, job_id))
+        try:
+            (rank,) = run_ranks(
+                [(train_command(*launch, *overrides), env)], work, tmp_path / logs, timeout=900
+            )
+        finally:
+            fake_slurm.stop_jobs(state)
+        assert rank.returncode == 0, rank.output[-3000:]
+        return (state / f"{job_id}.sbatch").read_text()
+
+    script = submit(*TWO_NODES, *save_rank_weights(weights, (1, 2, 3)), logs="logs")
+    for option in (
+        "--nodes=2",
+        "--ntasks-per-node=1",
+        "--gpus-per-node=1",
+        "--time=30",
+        "--partition=debug",
+    ):
+        assert f"#SBATCH {option}\n" in script, script
+    run_dir = sweep / "0"
+    assert sorted(p.name for p in sweep.iterdir()) == [".submitit", "0", "multirun.yaml"]
+    (job,) = (sweep / ".submitit").iterdir()
+    results = sorted(job.glob("*_result.pkl"))
+    assert [p.name.split("_")[1] for p in results] == ["0", "1"]  # one per task
+    for result in results:
+        status, job_return = pickle.loads(result.read_bytes())
+        assert status == "success"
+        assert job_return.return_value == series(run_dir, "val/segm_AP")[1]
+    assert_one_run_of_identical_ranks(run_dir, weights, range(1, 3), launches=1)
+
+    # Resumed as the docs say: the same command, ckpt_path=last, the job's sweep folder.
+    submit("ckpt_path=last", "trainer.max_steps=3", logs="logs_resumed")
+    assert "Resuming from" in (run_dir / "train.log").read_text()
+    assert_one_run_of_identical_ranks(run_dir, weights, range(1, 4), launches=2)
+
+
+@pytest.mark.slow  # two training processes, one step: about 60 s on a busy 2-core CPU
+def test_non_finite_loss_on_one_rank_stops_every_rank_with_one_message(tmp_path):
+    # A NaN image on rank 1 only: rank 0's own loss is finite. Deciding per rank, rank 1 would
+    # raise and rank 0 wait for its gradients in the backward all-reduce until the process
+    # group's timeout (30 minutes); both must stop at once.
+    port = free_port(15000, 24999)
+    job = fake_slurm.job_id_for_port(port)
+    nan_on_rank_1 = [
+        "+callbacks.nan._target_=tests.rank_weights.NanImageOnRank",
+        "+callbacks.nan.rank=1",
+        "+callbacks.nan.step=1",
+    ]
+    argv = train_command(
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.num_nodes=2",
+        *TINY,
+        "trainer.max_steps=3",
+        *nan_on_rank_1,
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    # The two tasks of `srun --nodes=2 --ntasks-per-node=1` on this machine.
+    variables = fake_slurm.job_env(job, nodes=2, tasks_per_node=1)
+    commands = [
+        (argv, clean_env(variables | fake_slurm.task_env(task, nodes=2, tasks_per_node=1)))
+        for task in (0, 1)
+    ]
+    ranks = run_ranks(commands, tmp_path, tmp_path / "logs", timeout=300)
+    for rank in ranks:
+        assert rank.returncode == EXIT_USER_ERROR, rank.output[-3000:]
+        assert "mrcnn train: error: Non-finite loss at step 1 " in rank.output
+        assert "Traceback" not in rank.output, rank.output[-3000:]
+    assert "on another of the 2 processes" in ranks[0].output
+    assert "on rank 1 of 2" in ranks[1].output and "nan" in ranks[1].output
+
+
+def test_trainer_settings_that_do_not_fit_the_launched_processes_stop_with_one_message(tmp_path):
+    # Rank 0 of `torchrun --nproc-per-node 2` (its variables), trainer.devices left at 1:
+    # Lightning would raise inside fit, with a traceback on every process.
+    torchrun = {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "GROUP_RANK": "0",
+        "WORLD_SIZE": "2",
+        "LOCAL_WORLD_SIZE": "2",
+        "TORCHELASTIC_RUN_ID": "none",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }
+    done = run_command(
+        "mrcnn.train", "trainer=ddp", "trainer.accelerator=cpu", *TINY, cwd=tmp_path, **torchrun
+    )
+    assert_one_message(
+        done, "mrcnn train", "trainer.devices", "trainer.num_nodes", "world size (2)"
+    )

@@ -419,19 +419,26 @@ def test_optuna_search_returns_the_metric_and_resumes_from_sqlite(tmp_path):
     assert sorted(t.value for t in trials[:2]) == sorted(returned)
 
 
+# The launch docs/scaling.md shows: 2 nodes of 4 GPUs, a partition and a wall time.
+SLURM_JOB = [
+    "hydra/launcher=slurm",
+    "trainer=gpu",
+    "trainer.devices=4",
+    "trainer.num_nodes=2",
+    "hydra.launcher.partition=gpu",
+    "hydra.launcher.timeout_min=120",
+]
+
+
 def test_slurm_launcher_config_makes_an_sbatch_script_for_lightning_ddp(tmp_path, monkeypatch):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=["hydra/launcher=slurm", "trainer.devices=4", "hydra.launcher.partition=gpu"],
-            return_hydra_config=True,
-        )
+        cfg = compose(config_name="train", overrides=SLURM_JOB, return_hydra_config=True)
     launcher_cfg = cfg.hydra.launcher
     assert launcher_cfg._target_.endswith("SlurmLauncher")
     launcher = instantiate(launcher_cfg)  # resolves ${trainer.devices} against the job config
     params = launcher.params
     assert params["tasks_per_node"] == params["gpus_per_node"] == 4
-    assert params["nodes"] == 1 and params["timeout_min"] == 1440
+    assert params["nodes"] == 2 and params["timeout_min"] == 120
     # The sbatch script submitit would submit (the launcher's own key mapping). submitit only
     # looks for an `srun` on PATH before it writes one; nothing is submitted or run.
     srun = tmp_path / "bin" / "srun"
@@ -451,12 +458,34 @@ def test_slurm_launcher_config_makes_an_sbatch_script_for_lightning_ddp(tmp_path
     script = executor._executor._make_submission_file_text("python -m mrcnn.train", "uid")
     for line in [
         "#SBATCH --partition=gpu",
+        "#SBATCH --nodes=2",
         "#SBATCH --ntasks-per-node=4",
         "#SBATCH --gpus-per-node=4",
-        "#SBATCH --time=1440",
+        "#SBATCH --time=120",
         "#SBATCH --cpus-per-task=8",
     ]:
         assert line in script, script
+
+
+def test_slurm_job_parameters_are_shown_before_submitting(tmp_path):
+    # `--cfg hydra` shows which launcher keys follow the trainer; Hydra cannot resolve them
+    # while printing the hydra node alone, `--cfg all --resolve -p hydra.launcher` can.
+    shown = run_module("mrcnn.train", *SLURM_JOB, "--cfg", "hydra", cwd=tmp_path).stdout
+    for line in (
+        "nodes: ${trainer.num_nodes}",
+        "tasks_per_node: ${trainer.devices}",
+        "gpus_per_node: ${trainer.devices}",
+        "timeout_min: 120",
+        "partition: gpu",
+    ):
+        assert f"    {line}\n" in shown, shown
+    resolved = run_module(
+        "mrcnn.train", *SLURM_JOB, "--cfg", "all", "--resolve", "-p", "hydra.launcher", cwd=tmp_path
+    )
+    values = OmegaConf.create(resolved.stdout)
+    assert (values.nodes, values.tasks_per_node, values.gpus_per_node) == (2, 4, 4)
+    assert (values.timeout_min, values.partition) == (120, "gpu")
+    assert values._target_.endswith("SlurmLauncher")
 
 
 def test_submitit_local_launcher_runs_a_training_job(tmp_path):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from hydra.utils import instantiate
 from torch import Tensor
 
@@ -21,6 +23,18 @@ log = logging.getLogger(__name__)
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 Batch = tuple[list[Tensor], list[dict[str, Any]]]
+
+
+def _processes() -> int:
+    """How many processes train together (torch.distributed's world; 1 without DDP)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _mean_over_processes(values: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Each value's mean over every process, detached, with one all-reduce for them all."""
+    stacked = torch.stack([value.detach().float() for value in values.values()])
+    dist.all_reduce(stacked)
+    return dict(zip(values, (stacked / dist.get_world_size()).unbind(), strict=True))
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
@@ -96,6 +110,12 @@ class MaskRCNNModule(L.LightningModule):
         return self.model(images)
 
     def setup(self, stage: str) -> None:
+        if self.trainer.world_size > 1:
+            # Training losses are logged already averaged over the processes (model_step);
+            # Lightning's advice to sync their epoch values too would only add collectives.
+            warnings.filterwarnings(
+                "ignore", message=r"It is recommended to use `self\.log\('train/"
+            )
         if self.hparams.on_nonfinite_loss == "skip" and self.trainer.world_size > 1:
             raise ConfigError(
                 "on_nonfinite_loss=skip does not work with several processes (DDP): a process "
@@ -114,13 +134,26 @@ class MaskRCNNModule(L.LightningModule):
                 self.model, images, targets, detect=self.detect_in_validation
             )
         total = sum(self.loss_weights[name] * losses[name] for name in LOSS_NAMES)
-        if stage == "train" and not torch.isfinite(total):
+        logged = {f"{stage}/loss": total} | {f"{stage}/{name}": losses[name] for name in LOSS_NAMES}
+        # sync_dist: under DDP, the mean over every process's images (validation: of the epoch).
+        options = {"batch_size": len(images), "on_epoch": True, "sync_dist": True}
+        if stage == "train" and _processes() > 1:
+            # Training losses are means over the processes at every step too: one all-reduce
+            # for all six (sync_dist would make six, each after a barrier), and every process
+            # then sees the same total, so a non-finite loss stops them all at the same step
+            # instead of leaving the others waiting in the backward pass's all-reduce.
+            logged = _mean_over_processes(logged)
+            options["sync_dist"] = False
+        if stage == "train" and not torch.isfinite(logged["train/loss"]):
             self._non_finite(losses, targets)
             return total, None
-        # sync_dist: under DDP, the mean over every process's images.
-        logged = {f"{stage}/{name}": losses[name] for name in LOSS_NAMES}
-        options = {"batch_size": len(images), "on_epoch": True, "sync_dist": True}
-        self.log(f"{stage}/loss", total, prog_bar=True, on_step=stage == "train", **options)
+        self.log(
+            f"{stage}/loss",
+            logged.pop(f"{stage}/loss"),
+            prog_bar=True,
+            on_step=stage == "train",
+            **options,
+        )
         self.log_dict(logged, on_step=stage == "train", **options)
         return total, detections
 
@@ -154,9 +187,19 @@ class MaskRCNNModule(L.LightningModule):
 
     def _non_finite(self, losses: dict[str, Tensor], targets: list[dict[str, Any]]) -> None:
         terms = ", ".join(f"{name}={losses[name].item():.4g}" for name in LOSS_NAMES)
+        ids = [t.get("image_id") for t in targets]
+        processes = _processes()
+        if processes == 1:
+            where = f"(image ids {ids}): {terms}"
+        elif all(torch.isfinite(losses[name]) for name in LOSS_NAMES):
+            where = (
+                f"on another of the {processes} processes, which all stop here (this process, "
+                f"rank {dist.get_rank()}, image ids {ids}: {terms})"
+            )
+        else:
+            where = f"on rank {dist.get_rank()} of {processes} (image ids {ids}): {terms}"
         message = (
-            f"Non-finite loss at step {self.global_step} (image ids "
-            f"{[t.get('image_id') for t in targets]}): {terms}. Lower optimizer.lr, lengthen "
+            f"Non-finite loss at step {self.global_step} {where}. Lower optimizer.lr, lengthen "
             "scheduler.warmup_steps, or set trainer.gradient_clip_val."
         )
         if self.hparams.on_nonfinite_loss == "raise":
