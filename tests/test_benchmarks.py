@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks.run import FIGURES
 
@@ -90,3 +91,68 @@ def test_learning_curves_plot_and_table_show_every_saved_candidate(tmp_path):
     picture = plot(saved, tmp_path / "curves.png")
     with Image.open(picture) as image:
         assert image.format == "PNG" and image.width > 600 and image.height > 300
+
+
+@pytest.mark.slow  # every section of the GPU script at 64 px on the CPU: 5-15 minutes here
+def test_gpu_script_runs_tiny_on_the_cpu_with_every_section_and_check(tmp_path):
+    out, work = tmp_path / "gpu.json", tmp_path / "work"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.gpu",
+            "--tiny",
+            "--json",
+            str(out),
+            "--workdir",
+            str(work),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    assert payload["tiny"] is True
+    assert payload["machine"]["device"] in ("cpu", "cuda")
+    assert set(payload["seconds"]) == {"training", "predict", "commands", "total"}
+    rows = payload["rows"]
+    training = [row for row in rows if row["figure"] == "G1" and "precision" in row]
+    # Both precisions, each with and without channels-last, both sides measured.
+    assert [(row["what"].split()[1], row["channels_last"]) for row in training] == [
+        ("16-mixed", False),
+        ("16-mixed", True),
+        ("bf16-mixed", False),
+        ("bf16-mixed", True),
+    ]
+    for row in training:
+        assert row["measured"] > 0 and row["baseline"] > 0 and row["target"] == "<= 1.03"
+        assert min(row["images_per_s"].values()) > 0
+    assert [row["figure"] for row in rows if row["figure"] != "G1"] == ["G2", "G3"]
+    checks = payload["checks"]
+    assert len(checks) == 5 and all(check["ok"] for check in checks), checks
+    run_dir = work / "commands" / "train_gpu"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (
+        work / "commands" / "model.onnx"
+    ).is_file()
+    # The printed tables are docs/benchmarks.md's.
+    assert "| fig | what | mrcnn | baseline | unit | ratio | target | met |" in done.stdout
+    assert "| check | ok | s | detail |" in done.stdout
+
+
+def test_gpu_script_without_a_gpu_says_to_use_tiny(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the script would run in full")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu", "--json", str(tmp_path / "gpu.json")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert "no CUDA GPU" in done.stderr and "--tiny" in done.stderr
+    assert not (tmp_path / "gpu.json").exists()
