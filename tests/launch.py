@@ -70,9 +70,10 @@ def torchrun_command(line: str, port: int) -> list[str]:
 def run_ranks(
     commands: list[tuple[list[str], dict[str, str]]], cwd: Path, logs: Path, timeout: float
 ) -> list[Rank]:
-    """Start every ``(argv, env)`` at once in ``cwd`` and wait for all; past ``timeout`` seconds
-    every rank still running is killed with its children, and the test fails naming them.
-    Each rank's output goes to ``<logs>/rank<i>.log``."""
+    """Start every ``(argv, env)`` at once in ``cwd`` (made if missing) and wait for all; past
+    ``timeout`` seconds every rank still running is killed with its children, and the test fails
+    naming them. Each rank's output goes to ``<logs>/rank<i>.log``."""
+    cwd.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     logs = [logs / f"rank{index}.log" for index in range(len(commands))]
     processes = []

@@ -258,7 +258,8 @@ def test_slurm_launcher_trains_two_nodes_as_one_job_and_resumes(tmp_path):
         assert f"#SBATCH {option}\n" in script, script
     run_dir = sweep / "0"
     assert sorted(p.name for p in sweep.iterdir()) == [".submitit", "0", "multirun.yaml"]
-    (job,) = (sweep / ".submitit").iterdir()
+    # The job's folder, named by its id (beside it: a link to its sbatch script).
+    (job,) = [p for p in (sweep / ".submitit").iterdir() if p.is_dir()]
     results = sorted(job.glob("*_result.pkl"))
     assert [p.name.split("_")[1] for p in results] == ["0", "1"]  # one per task
     for result in results:
