@@ -249,6 +249,7 @@ def run(
             )
             row |= {
                 "device": device.type,
+                "asked": precision,
                 "precision": chosen,
                 "channels_last": channels_last,
                 "images_per_s": per_s,

@@ -121,7 +121,7 @@ def test_gpu_script_runs_tiny_on_the_cpu_with_every_section_and_check(tmp_path):
     rows = payload["rows"]
     training = [row for row in rows if row["figure"] == "G1" and "precision" in row]
     # Both precisions, each with and without channels-last, both sides measured.
-    assert [(row["what"].split()[1], row["channels_last"]) for row in training] == [
+    assert [(row["asked"], row["channels_last"]) for row in training] == [
         ("16-mixed", False),
         ("16-mixed", True),
         ("bf16-mixed", False),
