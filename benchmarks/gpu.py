@@ -15,7 +15,7 @@ It prints the rows as the Markdown table of docs/benchmarks.md and the checks, a
 with the machine and its GPU, to one JSON (``benchmarks/results/gpu.json``; ``gpu_tiny.json``
 with ``--tiny``). It exits 1 when a check failed or a section raised (targets missed are
 reported, not failures). Sized to stay under 8 minutes on one H100 (not yet run on one);
-``--tiny`` (64 px, batch 2, a step or two, the CPU) takes a few minutes on 2 cores.
+``--tiny`` (64 px, batch 2, a step or two, the CPU) took 8-14 minutes on a busy 2-core CPU.
 """
 
 from __future__ import annotations

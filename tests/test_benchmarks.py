@@ -93,7 +93,7 @@ def test_learning_curves_plot_and_table_show_every_saved_candidate(tmp_path):
         assert image.format == "PNG" and image.width > 600 and image.height > 300
 
 
-@pytest.mark.slow  # every section of the GPU script at 64 px on the CPU: 5-15 minutes here
+@pytest.mark.slow  # every section of the GPU script, 64 px, on the CPU: 8-14 minutes (busy 2 cores)
 def test_gpu_script_runs_tiny_on_the_cpu_with_every_section_and_check(tmp_path):
     out, work = tmp_path / "gpu.json", tmp_path / "work"
     done = subprocess.run(
