@@ -127,7 +127,11 @@ def repeated(
     rates = np.asarray(factors, dtype=np.float64)[indices]
     copies = np.floor(rates).astype(np.int64)
     copies += rng.random(len(indices)) < rates - copies
-    stream = [(int(i), c) for i, n in zip(indices.tolist(), copies.tolist(), strict=True) for c in range(n)]
+    stream = [
+        (int(i), c)
+        for i, n in zip(indices.tolist(), copies.tolist(), strict=True)
+        for c in range(n)
+    ]
     order = rng.permutation(len(stream))
     stream = [stream[k] for k in order]
     if not stream:
