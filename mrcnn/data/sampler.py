@@ -136,8 +136,13 @@ def repeated(
     stream = [stream[k] for k in order]
     if not stream:
         return []
-    while len(stream) < length:
-        stream += stream[: length - len(stream)]
+    seen = {index: int(n) for index, n in zip(indices.tolist(), copies.tolist(), strict=True)}
+    padding = []
+    while len(stream) + len(padding) < length:  # padded copies get copy numbers of their own
+        index = stream[len(padding) % len(stream)][0]
+        padding.append((index, seen[index]))
+        seen[index] += 1
+    stream += padding
     return stream[:length]
 
 

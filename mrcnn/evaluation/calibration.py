@@ -21,13 +21,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from mrcnn.data.categories import Categories
 from mrcnn.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +238,7 @@ def label_thresholds(score_threshold: float | dict[int, float], labels: Tensor) 
     if not isinstance(score_threshold, dict):
         return torch.full(labels.shape, float(score_threshold))
     table = torch.full(
-        (max([*score_threshold, int(labels.max()) if labels.numel() else 0]) + 1,), 0.5
+        (max([*score_threshold, int(labels.max()) if labels.numel() else 0]) + 1,), FALLBACK
     )
     for label, value in score_threshold.items():
         table[int(label)] = float(value)

@@ -74,9 +74,8 @@ def format_error_table(report: CocoReport) -> str:
         lines.append(f"{kind:<6}{cells}  {ERROR_NAMES[kind]}")
     for kind in SPECIAL_ERRORS:
         cells = "".join(f"{report.errors[t].special[kind]:>10.2f}{'':>7}" for t in types)
-        lines.append(
-            f"{kind[:6]:<6}{cells}  {'all false positives scored 0' if kind == 'FalsePos' else 'every missed object found'}"
-        )
+        fix = "all false positives scored 0" if kind == "FalsePos" else "every missed object found"
+        lines.append(f"{kind[:6]:<6}{cells}  {fix}")
     ap = ", ".join(f"{t} {report.errors[t].ap:.2f}" for t in types)
     lines.append(f"(AP50 as TIDE computes it: {ap}; dAP: AP50 gained by fixing only those errors)")
     return "\n".join(lines)

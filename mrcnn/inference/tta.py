@@ -1,9 +1,10 @@
 """Test-time augmentation: :class:`TTABackend` runs a back end on several views of each image
 (the image itself, its mirror image, the model's input size scaled) and merges the detections.
 
-Like :class:`~mrcnn.inference.tiling.TiledBackend` it is a back-end wrapper (:mod:`mrcnn.inference`):
-float32 [0,1] images in, torchvision-style detections out (masks as probabilities at the image's
-size), so batching, thresholds, tiling, COCO results and drawing are those of every back end.
+Like :class:`~mrcnn.inference.tiling.TiledBackend` it is a back-end wrapper
+(:mod:`mrcnn.inference`): float32 [0,1] images in, torchvision-style detections out (masks as
+probabilities at the image's size), so batching, thresholds, tiling, COCO results and drawing
+are those of every back end.
 
 **Views.** ``identity``; ``hflip`` (the image mirrored, its detections mirrored back); a number
 ``s`` (the model's input size times ``s``: ``GeneralizedRCNNTransform``'s ``min_size`` and
