@@ -119,11 +119,20 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         report.calibration.tta = [str(v) for v in parse_views(cfg.get("tta"))] or None
         print(f"\n{format_calibration(report.calibration)}")
         if inference is not None and cfg.get("store_calibration", True):
-            stored = store_calibration(source, report.calibration)
-            print(
-                f"Stored in {stored}: predict applies them with "
-                "evaluation.score_threshold=calibrated."
-            )
+            try:
+                stored = store_calibration(source, report.calibration)
+            except OSError as error:  # a read-only model file: the metrics json still has them
+                log.warning(
+                    "Could not store the thresholds in %s (%s); they are in the metrics json. "
+                    "Copy the model somewhere writable, or give store_calibration=false.",
+                    source,
+                    error,
+                )
+            else:
+                print(
+                    f"Stored in {stored}: predict applies them with "
+                    "evaluation.score_threshold=calibrated."
+                )
     output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "metrics.json"
     run_dir = output.parent  # the pictures go beside the metrics
     pictures = write_error_plots(report, run_dir)

@@ -140,7 +140,8 @@ def fit_class(
     ends = np.append(scores[1:] != scores[:-1], True)
     precision = (true_positives / kept)[ends]
     recall = (true_positives / num_gt)[ends]
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(both), where=both > 0)
     thresholds = scores[ends]
     if goal == "f1":
         best = int(np.argmax(f1))  # the first maximum: the highest such threshold

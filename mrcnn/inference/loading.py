@@ -58,9 +58,9 @@ def load_inference(
         module = load_module(model_path, map_location=chosen_device)
         backend = TorchBackend(module.model, chosen_device, chosen_precision)
         categories = module.categories
-    threshold = resolve_score_threshold(
-        score_threshold, stored_calibration(model_path), categories, str(model_path)
-    )
+    # Read again only when asked: a checkpoint's file may be large.
+    stored = stored_calibration(model_path) if score_threshold == CALIBRATED else None
+    threshold = resolve_score_threshold(score_threshold, stored, categories, str(model_path))
     inference = Inference(
         backend,
         batch_size=int(batch_size),

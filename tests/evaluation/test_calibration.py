@@ -58,6 +58,7 @@ def test_classes_without_a_fit_keep_the_fallback():
     assert Calibration.from_dict(calibration.to_dict()) == calibration
 
 
+@pytest.mark.slow  # a real training run with two validations (~35 s)
 def test_training_stores_thresholds_and_logs_boundary_ap_and_the_error_breakdown(tmp_path):
     overrides = [
         *TINY,
@@ -109,7 +110,9 @@ def calibrated(tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     return model, images
 
 
-@pytest.mark.parametrize("tiles", [False, True], ids=["whole", "tiled"])
+@pytest.mark.parametrize(
+    "tiles", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["whole", "tiled"]
+)
 def test_predict_applies_the_calibrated_thresholds(calibrated, tmp_path, tiles):
     model, images = calibrated
     options = {"tile_size": 64} if tiles else {}
@@ -144,6 +147,15 @@ def test_exported_models_carry_and_apply_the_thresholds(calibrated, tmp_path, fm
     )
     assert every[2] > 0 and kept[2] == 0
     assert kept[1] == every[1] and kept[3] == every[3]
+    # Test-time augmentation (flip) runs on the exported model too, thresholds and all.
+    flipped, _ = predict_labels(
+        exported.output,
+        images,
+        tmp_path / "tta",
+        tta="true",
+        **{"evaluation.score_threshold": "calibrated"},
+    )
+    assert flipped[2] == 0 and flipped[1] + flipped[3] > 0
 
 
 def test_evaluate_fits_prints_and_stores_the_thresholds(tiny_checkpoint, tmp_path, capsys):

@@ -134,3 +134,40 @@ def test_a_scale_view_changes_the_models_input_size_and_restores_it(backend):
         del transform.resize
     assert seen == [(64,), (96,)]
     assert transform.min_size == (64,) and transform.max_size == 64
+
+
+@pytest.mark.slow  # three evaluations of the tiny checkpoint
+def test_evaluate_with_tta_from_the_command_line(tiny_checkpoint, tmp_path):
+    """``mrcnn evaluate tta=...``: the identity view scores exactly as no TTA; ``tta=true`` runs
+    and says so in the metrics json; store_calibration=false leaves the model file alone."""
+    import json
+
+    from mrcnn.config import compose_config
+    from mrcnn.evaluate import evaluate
+    from mrcnn.evaluation.calibration import CHECKPOINT_KEY
+    from tests.tiny import TINY_EVAL_DATA
+
+    def run(name: str, *overrides: str) -> dict:
+        output = tmp_path / f"{name}.json"
+        cfg = compose_config(
+            [
+                f"model_path={tiny_checkpoint}",
+                f"output={output}",
+                "store_calibration=false",
+                *TINY_EVAL_DATA,
+                *overrides,
+            ],
+            config_name="evaluate",
+        )
+        evaluate(cfg)
+        return json.loads(output.read_text())
+
+    before = tiny_checkpoint.read_bytes()
+    plain, identity = run("plain"), run("identity", "tta=[identity]")
+    assert identity["metrics"] == plain["metrics"]
+    flipped = run("flipped", "tta=true", "tta_merge=wbf")
+    assert flipped["calibration"]["tta"] == ["identity", "hflip"]
+    assert 0 <= flipped["metrics"]["segm_AP"] <= 1
+    assert flipped["num_detections"] > 0
+    assert tiny_checkpoint.read_bytes() == before
+    assert CHECKPOINT_KEY not in torch.load(tiny_checkpoint, weights_only=True)
