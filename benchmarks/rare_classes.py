@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,6 +50,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "copy_paste": ("data.augment=[hflip,copy_paste]", ["data.augment=[hflip,copy_paste]"]),
 }
 QUICK = ["data.val.num_images=4", "data.num_workers=0"]
+
+
+def runs_dir(quick: bool) -> Path:
+    """Where each run's row goes: smoke runs apart, so that they never mix with measurements."""
+    return RUNS_DIR.with_name("rare_classes_quick") if quick else RUNS_DIR
 
 
 def train_run(run_dir: Path, overrides: list[str], threads: int = 1) -> dict[str, Any]:
@@ -104,7 +110,9 @@ def measure(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
         *(QUICK if args.quick else []),
         *extra,
     ]
-    run_dir = args.work_dir / f"{variant}_s{seed}"
+    run_dir = args.work_dir / ("quick" if args.quick else "") / f"{variant}_s{seed}"
+    if run_dir.exists():  # a rerun: an old run's events would mix into the new run's
+        shutil.rmtree(run_dir)
     timing = train_run(run_dir, overrides, args.threads)
     metrics = final_metrics(run_dir)
     row = {
@@ -125,8 +133,9 @@ def measure(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
         "overrides": overrides,
         "machine": machine(),
     }
-    RUNS_DIR.mkdir(parents=True, exist_ok=True)
-    (RUNS_DIR / f"{variant}_s{seed}.json").write_text(json.dumps(row, indent=2) + "\n")
+    runs = runs_dir(args.quick)
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / f"{variant}_s{seed}.json").write_text(json.dumps(row, indent=2) + "\n")
     print(json.dumps({k: row[k] for k in list(row)[:11]}), flush=True)
     return row
 
@@ -168,16 +177,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         help="torch threads of each run (OMP_NUM_THREADS; 1: least contention on a shared CPU)",
     )
     parser.add_argument("--quick", action="store_true", help="a few steps on a few images")
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "rare_classes.json")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="default: results/rare_classes.json"
+    )
     parser.add_argument(
         "--collect", action="store_true", help="only tabulate the saved runs, train nothing"
     )
     args = parser.parse_args(argv)
+    if args.json is None:
+        args.json = RESULTS_DIR / ("rare_classes_quick.json" if args.quick else "rare_classes.json")
     if not args.collect:
         for seed in args.seeds:  # seeds outside: an interrupted run still has whole pairs
             for variant in args.variants:
                 measure(variant, seed, args)
-    rows = [json.loads(path.read_text()) for path in sorted(RUNS_DIR.glob("*.json"))]
+    rows = [json.loads(path.read_text()) for path in sorted(runs_dir(args.quick).glob("*.json"))]
     order = list(VARIANTS)
     rows.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))
     print(summary(rows))
