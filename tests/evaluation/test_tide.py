@@ -10,6 +10,7 @@ from mrcnn.evaluation.cocoeval import coco_report
 from mrcnn.evaluation.tide import MAIN_ERRORS, tide_errors
 from tests.evaluation.coco_fakes import results_from_ground_truth
 
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 CATEGORIES = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
 
 
