@@ -19,6 +19,7 @@ from mrcnn.data.sampler import (
     repeat_factors,
 )
 from mrcnn.errors import ConfigError
+from tests.tiny import TINY, assert_one_message, run_command
 
 
 class _Shapes(torch.utils.data.Dataset):
@@ -206,3 +207,8 @@ def test_the_datamodule_logs_each_class_factor_once(caplog):
     assert "triangle: in" in lines[0] and "circle: in" in lines[0]
     loader = datamodule.train_dataloader()
     assert loader.batch_sampler.repeat_factors == datamodule.repeat_factors.per_image.tolist()
+
+
+def test_train_names_a_bad_sampler_in_one_line(tmp_path):
+    done = run_command("mrcnn.train", *TINY, "data.sampler=balanced", cwd=tmp_path)
+    assert_one_message(done, "mrcnn train", "data.sampler='balanced'", "repeat_factor")

@@ -26,7 +26,7 @@ from mrcnn.evaluation.calibration import (
 from mrcnn.predict import predict
 from mrcnn.train import train
 from tests.events import events
-from tests.tiny import TINY, TINY_EVAL_DATA
+from tests.tiny import TINY, TINY_EVAL_DATA, assert_one_message, run_command
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -205,3 +205,12 @@ def test_calibrated_without_thresholds_names_the_fix(tiny_checkpoint, tmp_path, 
         predict_labels(
             tiny_checkpoint, images, tmp_path / "out", **{"evaluation.score_threshold": "high"}
         )
+
+
+def test_predict_names_the_fix_in_one_line(tiny_checkpoint, calibrated, tmp_path):
+    _, images = calibrated
+    common = [f"model_path={tiny_checkpoint}", f"input={images}", f"output={tmp_path / 'out'}"]
+    done = run_command(
+        "mrcnn.predict", *common, "evaluation.score_threshold=calibrated", cwd=tmp_path
+    )
+    assert_one_message(done, "mrcnn predict", "no calibrated thresholds", "mrcnn evaluate model=")
