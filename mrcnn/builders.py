@@ -25,7 +25,7 @@ from mrcnn.callbacks import (
 from mrcnn.data.categories import Categories
 from mrcnn.data.datamodule import DetectionDataModule
 from mrcnn.errors import ConfigError
-from mrcnn.evaluation.calibration import CALIBRATED, calibration_goal, check_threshold
+from mrcnn.evaluation.calibration import CALIBRATED, check_threshold, fitting
 from mrcnn.evaluation.cocoeval import IOU_TYPES
 from mrcnn.evaluation.evaluator import CocoEvaluator
 from mrcnn.evaluation.ground_truth import ground_truth_for
@@ -159,6 +159,7 @@ def validation_callbacks(evaluation: DictConfig, datamodule: DetectionDataModule
     """COCO metrics (with the validation ground truth, built once) and image panels."""
     callbacks: list = []
     if evaluation.coco_metrics:
+        tide, calibration = fitting(evaluation)
         datamodule.setup("fit")
         categories = datamodule.categories
         evaluator = CocoEvaluator(
@@ -169,7 +170,8 @@ def validation_callbacks(evaluation: DictConfig, datamodule: DetectionDataModule
             max_detections=evaluation.get("max_detections") or 100,
             score_threshold=evaluation.score_threshold,
             boundary_dilation=evaluation.get("boundary_dilation"),
-            calibration=calibration_goal(evaluation),
+            calibration=calibration,
+            tide=tide,
         )
         metrics = CocoMetrics(evaluator, error_plots=error_plot_types(evaluation))
         callbacks.append(metrics)

@@ -31,7 +31,7 @@ from mrcnn.builders import build_datamodule
 from mrcnn.config import CONFIG_DIR
 from mrcnn.data.preflight import check_image_files
 from mrcnn.errors import ConfigError
-from mrcnn.evaluation.calibration import calibration_goal, format_calibration
+from mrcnn.evaluation.calibration import fitting, format_calibration
 from mrcnn.evaluation.cocoeval import IOU_TYPES, CocoReport, coco_report
 from mrcnn.evaluation.diagnostics import confusion_json
 from mrcnn.evaluation.ground_truth import ground_truth_for
@@ -63,6 +63,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     evaluation = cfg.evaluation
     worst = check_worst(cfg.get("worst", 0))
+    tide, calibration = fitting(evaluation)  # checked before the model loads
     # Read the model first: a bad file fails fast, before any data is touched.
     inference = model_categories = None
     if cfg.get("results") is None:
@@ -110,8 +111,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         max_detections=max_detections,
         score_threshold=evaluation.score_threshold,
         boundary_dilation=evaluation.get("boundary_dilation"),
-        tide=True,
-        calibration=calibration_goal(evaluation),
+        tide=tide,
+        calibration=calibration,
     )
     info["num_detections"] = len(results)
     print_report(report, info, max_detections)

@@ -110,6 +110,19 @@ def calibration_goal(evaluation: Mapping[str, Any]) -> tuple[str, float | None]:
     return goal, (float(target) if target is not None else None)
 
 
+def fitting(evaluation: Mapping[str, Any]) -> tuple[bool, tuple[str, float | None] | None]:
+    """``(tide, calibration goal)`` of an evaluation: both from ``evaluation.tide`` (true by
+    default; the thresholds are fitted from TIDE's matching, so false turns off both)."""
+    if evaluation.get("tide", True):
+        return True, calibration_goal(evaluation)
+    if evaluation.get("score_threshold") == CALIBRATED:
+        raise ConfigError(
+            "evaluation.score_threshold=calibrated needs evaluation.tide=true: the thresholds "
+            "are fitted from its matching. Drop evaluation.tide=false, or give a number."
+        )
+    return False, None
+
+
 def check_goal(goal: str, target: float | None) -> None:
     """Raise :class:`~mrcnn.errors.ConfigError` naming the calibration key that is wrong."""
     if goal not in GOALS:

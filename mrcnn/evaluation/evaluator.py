@@ -73,6 +73,7 @@ class CocoEvaluator:
         score_threshold: float | str = 0.5,
         boundary_dilation: float | None = None,
         calibration: tuple[str, float | None] | None = None,
+        tide: bool = True,
     ) -> None:
         self.ground_truth = ground_truth
         self.categories = categories
@@ -83,6 +84,7 @@ class CocoEvaluator:
         self.score_threshold = score_threshold  # of the confusion matrix (or `calibrated`)
         self.boundary_dilation = boundary_dilation  # Boundary AP; None: none
         self.calibration = calibration  # (goal, precision target): thresholds fitted each time
+        self.tide = tide  # TIDE's error breakdown (calibration implies it)
         _warn_if_denser_than(ground_truth, max_detections)
         self._known_ids = {image["id"] for image in ground_truth["images"]}
         self._results: dict[int, list[dict]] = {}
@@ -149,7 +151,7 @@ class CocoEvaluator:
                 max_detections=self.max_detections,
                 score_threshold=self.score_threshold,
                 boundary_dilation=self.boundary_dilation,
-                tide=True,
+                tide=self.tide,
                 calibration=self.calibration,
             )
         if _distributed():

@@ -214,3 +214,20 @@ def test_predict_names_the_fix_in_one_line(tiny_checkpoint, calibrated, tmp_path
         "mrcnn.predict", *common, "evaluation.score_threshold=calibrated", cwd=tmp_path
     )
     assert_one_message(done, "mrcnn predict", "no calibrated thresholds", "mrcnn evaluate model=")
+
+
+def test_tide_false_skips_the_breakdown_and_the_fit(tiny_checkpoint, tmp_path):
+    before = tiny_checkpoint.read_bytes()
+    output = tmp_path / "metrics.json"
+    overrides = [f"model_path={tiny_checkpoint}", f"output={output}", *TINY_EVAL_DATA]
+    metrics = evaluate(
+        compose_config([*overrides, "evaluation.tide=false"], config_name="evaluate")
+    )
+    written = json.loads(output.read_text())
+    assert written["errors"] == {} and written["calibration"] is None
+    assert "segm_AP" in metrics and "boundary_AP" in metrics  # the metrics themselves stay
+    assert not (tmp_path / "error_breakdown.png").exists()
+    assert tiny_checkpoint.read_bytes() == before  # nothing fitted, nothing stored
+    calibrated = [*overrides, "evaluation.tide=false", "evaluation.score_threshold=calibrated"]
+    with pytest.raises(ConfigError, match=r"needs evaluation\.tide=true"):
+        evaluate(compose_config(calibrated, config_name="evaluate"))
