@@ -25,6 +25,7 @@ from mrcnn.callbacks import (
 from mrcnn.data.categories import Categories
 from mrcnn.data.datamodule import DetectionDataModule
 from mrcnn.errors import ConfigError
+from mrcnn.evaluation.calibration import CALIBRATED, check_threshold, fitting
 from mrcnn.evaluation.cocoeval import IOU_TYPES
 from mrcnn.evaluation.evaluator import CocoEvaluator
 from mrcnn.evaluation.ground_truth import ground_truth_for
@@ -178,6 +179,7 @@ def validation_callbacks(evaluation: DictConfig, datamodule: DetectionDataModule
     """COCO metrics (with the validation ground truth, built once) and image panels."""
     callbacks: list = []
     if evaluation.coco_metrics:
+        tide, calibration = fitting(evaluation)
         datamodule.setup("fit")
         categories = datamodule.categories
         evaluator = CocoEvaluator(
@@ -187,13 +189,28 @@ def validation_callbacks(evaluation: DictConfig, datamodule: DetectionDataModule
             backend=evaluation.backend,
             max_detections=evaluation.get("max_detections") or 100,
             score_threshold=evaluation.score_threshold,
+            boundary_dilation=evaluation.get("boundary_dilation"),
+            calibration=calibration,
+            tide=tide,
         )
-        callbacks.append(CocoMetrics(evaluator, error_plots=error_plot_types(evaluation)))
+        metrics = CocoMetrics(evaluator, error_plots=error_plot_types(evaluation))
+        callbacks.append(metrics)
+    elif evaluation.score_threshold == CALIBRATED:
+        raise ConfigError(
+            "evaluation.score_threshold=calibrated needs evaluation.coco_metrics=true: the "
+            "thresholds are fitted at each validation from its COCO matching."
+        )
     if evaluation.image_panels:
+        score_threshold = evaluation.score_threshold
+        if score_threshold == CALIBRATED:
+            # The panels are drawn while validating: the last validation's thresholds.
+            score_threshold = metrics.label_thresholds
+        else:
+            check_threshold(score_threshold)
         callbacks.append(
             ImagePanels(
                 evaluation.image_panels,
-                score_threshold=evaluation.score_threshold,
+                score_threshold=score_threshold,
                 mask_threshold=evaluation.mask_threshold,
             )
         )

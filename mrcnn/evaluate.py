@@ -31,14 +31,20 @@ from mrcnn.builders import build_datamodule
 from mrcnn.config import CONFIG_DIR
 from mrcnn.data.preflight import check_image_files
 from mrcnn.errors import ConfigError
+from mrcnn.evaluation.calibration import fitting, format_calibration
 from mrcnn.evaluation.cocoeval import IOU_TYPES, CocoReport, coco_report
 from mrcnn.evaluation.diagnostics import confusion_json
 from mrcnn.evaluation.ground_truth import ground_truth_for
 from mrcnn.evaluation.pictures import check_worst, write_error_plots, write_worst_images
 from mrcnn.evaluation.predictions import predict_results
 from mrcnn.evaluation.results import check_results, load_results
-from mrcnn.evaluation.tables import format_metrics_table, format_per_class_table
-from mrcnn.inference.loading import configured_inference, keep_detections
+from mrcnn.evaluation.tables import (
+    format_error_table,
+    format_metrics_table,
+    format_per_class_table,
+)
+from mrcnn.inference.loading import configured_inference, keep_detections, store_calibration
+from mrcnn.inference.tta import parse_views
 from mrcnn.io import write_json_atomically
 from mrcnn.model.checkpoint import ensure_classes_match
 from mrcnn.task import command
@@ -57,12 +63,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     evaluation = cfg.evaluation
     worst = check_worst(cfg.get("worst", 0))
+    tide, calibration = fitting(evaluation)  # checked before the model loads
     # Read the model first: a bad file fails fast, before any data is touched.
     inference = model_categories = None
     if cfg.get("results") is None:
         inference, model_categories, source = configured_inference(
             cfg, 0.0, evaluation.mask_threshold
         )
+    else:
+        parse_views(cfg.get("tta"))  # checked, though a results file is scored as it is
 
     datamodule = build_datamodule(cfg)
     datamodule.setup("validate")
@@ -101,9 +110,30 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         image_ids=image_ids,
         max_detections=max_detections,
         score_threshold=evaluation.score_threshold,
+        boundary_dilation=evaluation.get("boundary_dilation"),
+        tide=tide,
+        calibration=calibration,
     )
     info["num_detections"] = len(results)
     print_report(report, info, max_detections)
+    if report.calibration is not None:
+        report.calibration.tta = [str(v) for v in parse_views(cfg.get("tta"))] or None
+        print(f"\n{format_calibration(report.calibration)}")
+        if inference is not None and cfg.get("store_calibration", True):
+            try:
+                stored = store_calibration(source, report.calibration)
+            except OSError as error:  # a read-only model file: the metrics json still has them
+                log.warning(
+                    "Could not store the thresholds in %s (%s); they are in the metrics json. "
+                    "Copy the model somewhere writable, or give store_calibration=false.",
+                    source,
+                    error,
+                )
+            else:
+                print(
+                    f"Stored in {stored}: predict applies them with "
+                    "evaluation.score_threshold=calibrated."
+                )
     output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "metrics.json"
     run_dir = output.parent  # the pictures go beside the metrics
     pictures = write_error_plots(report, run_dir)
@@ -124,6 +154,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 t: confusion_json(m, report.class_names, report.score_threshold)
                 for t, m in report.confusion.items()
             },
+            "errors": {t: e.to_json() for t, e in report.errors.items()},
+            "calibration": report.calibration.to_dict() if report.calibration else None,
+            "boundary_dilation": report.boundary_dilation,
             "pictures": [str(p) for p in pictures],
             "worst": worst_written,
             **info,
@@ -147,6 +180,13 @@ def print_report(report: CocoReport, info: dict[str, Any], max_detections: int) 
         "image; -: nothing to measure.\n"
         f"\nPer class (%), weakest first:\n{format_per_class_table(report)}"
     )
+    if report.boundary_dilation is not None and "boundary_AP" in report.metrics:
+        print(
+            "boundary: mask AP with Boundary IoU (Cheng et al. 2021; band "
+            f"{report.boundary_dilation:g} of the image diagonal): it sees mask edges."
+        )
+    if report.errors:
+        print(f"\nWhich errors cost the AP (TIDE, IoU 0.5):\n{format_error_table(report)}")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")

@@ -50,8 +50,9 @@ from mrcnn.config import CONFIG_DIR
 from mrcnn.data.categories import Categories
 from mrcnn.data.image_files import ImageFiles, find_images, image_ids_for
 from mrcnn.errors import UserError
+from mrcnn.evaluation.calibration import CALIBRATED, check_threshold
 from mrcnn.evaluation.results import check_mask_format, detections_to_coco_results
-from mrcnn.inference.core import Inference
+from mrcnn.inference.core import Inference, lowest_threshold
 from mrcnn.inference.loading import configured_inference
 from mrcnn.inference.tiling import TiledBackend, check_tiling
 from mrcnn.io import write_json_atomically
@@ -118,7 +119,9 @@ def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def predict(cfg: DictConfig) -> PredictSummary:
     """Run the model on the input images and write PNGs and COCO JSON (see module doc)."""
-    score_threshold = float(cfg.evaluation.score_threshold)
+    score_setting = cfg.evaluation.score_threshold  # a number, or `calibrated`
+    if score_setting != CALIBRATED:
+        check_threshold(score_setting)
     mask_threshold = float(cfg.evaluation.mask_threshold)
     files = find_images(cfg.input)
     names = drawn_names(files)
@@ -129,7 +132,13 @@ def predict(cfg: DictConfig) -> PredictSummary:
     # Settings first: a typo must not cost the last run's results. A bad output folder fails
     # before the model loads; a model that fails to load leaves no stale results behind.
     output = prepare_output(cfg.output, files, names, bool(cfg.draw))
-    inference, categories, source = configured_inference(cfg, score_threshold, mask_threshold)
+    inference, categories, source = configured_inference(cfg, score_setting, mask_threshold)
+    score_threshold = inference.score_threshold  # per label when calibrated
+    if isinstance(score_threshold, dict):
+        log.info(
+            "Calibrated score thresholds: %s.",
+            ", ".join(f"{categories.name(k)} {v:.3f}" for k, v in score_threshold.items()),
+        )
     if cfg.tile_size is not None:  # sliced inference: the same contract, tile by tile
         inference.backend = TiledBackend(
             inference.backend,
@@ -137,7 +146,8 @@ def predict(cfg: DictConfig) -> PredictSummary:
             cfg.tile_overlap,
             int(cfg.batch_size),
             mask_threshold=mask_threshold,
-            score_threshold=score_threshold,
+            # A pre-filter only: Inference applies each class's own threshold after merging.
+            score_threshold=lowest_threshold(score_threshold),
         )
     log.info(
         "Predicting %d image(s) from %s with %s (classes %s) on %s.",
@@ -156,7 +166,11 @@ def predict(cfg: DictConfig) -> PredictSummary:
         "description": "mrcnn predict: image ids of predictions.json",
         "model": source,
         "input": str(cfg.input),
-        "score_threshold": score_threshold,
+        "score_threshold": (
+            {categories.name(k): v for k, v in score_threshold.items()}
+            if isinstance(score_threshold, dict)
+            else score_threshold
+        ),
         "mask_threshold": mask_threshold,
         "mask_format": cfg.mask_format,
         "tile_size": cfg.tile_size,
@@ -225,7 +239,7 @@ def predict_files(
                         image,
                         detection,
                         categories,
-                        float(evaluation.score_threshold),
+                        inference.score_threshold,
                         float(evaluation.mask_threshold),
                     )
                     path = summary.output_dir / drawn[index]
@@ -251,14 +265,19 @@ def images_json(
 
 
 def log_summary(
-    summary: PredictSummary, results: list[dict], score_threshold: float, mask_format: str
+    summary: PredictSummary,
+    results: list[dict],
+    score_threshold: float | dict[int, float],
+    mask_format: str,
 ) -> None:
     """The closing lines: what was written where, masks kept as RLE, files skipped."""
     log.info(
-        "Predicted %d image(s): %d detection(s) with score >= %g in %s; ids in %s%s.",
+        "Predicted %d image(s): %d detection(s) with score >= %s in %s; ids in %s%s.",
         summary.num_images,
         summary.num_detections,
-        score_threshold,
+        "each class's calibrated threshold"
+        if isinstance(score_threshold, dict)
+        else f"{score_threshold:g}",
         summary.predictions_path,
         summary.images_path,
         f"; drawn PNGs in {summary.output_dir}" if summary.drawn else "",

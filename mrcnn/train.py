@@ -19,11 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrcnn.argv import prepare_command_line
 from mrcnn.builders import build_datamodule, build_module, build_trainer, plain
-from mrcnn.callbacks import validated_step
+from mrcnn.callbacks import CocoMetrics, validated_step
 from mrcnn.config import CONFIG_DIR
 from mrcnn.data.preflight import check_image_files
 from mrcnn.distributed import is_launched_rank_zero, lightning_starts_the_ranks
 from mrcnn.errors import ConfigError
+from mrcnn.evaluation.calibration import store_in_checkpoint
 from mrcnn.loggers import finishing_runs, log_hyperparams
 from mrcnn.resume import resolve_ckpt_path, resume_overrides
 from mrcnn.task import command
@@ -74,6 +75,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
             # The returned metrics (and a sweep's objective) must describe the final weights.
             log.info("Validating the final weights (step %d).", trainer.global_step)
             trainer.validate(module, datamodule=datamodule, verbose=False)
+            store_final_calibration(trainer)
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
         # This run's settings and results (TensorBoard's HPARAMS tab, MLflow params, W&B config).
         log_hyperparams(trainer.loggers, plain(cfg), _final_metrics(metrics))
@@ -83,6 +85,18 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
             log.info("Checkpoint: %s", saved)
     log.info("Outputs in %s", output_dir)
     return metrics
+
+
+def store_final_calibration(trainer: L.Trainer) -> None:
+    """The thresholds fitted on the final weights, into ``last.ckpt`` (saved before that last
+    validation, with the previous validation's thresholds)."""
+    fitted = [c.calibration for c in trainer.callbacks if isinstance(c, CocoMetrics)]
+    if not fitted or fitted[0] is None or not trainer.is_global_zero:
+        return
+    for checkpoint in trainer.checkpoint_callbacks:
+        path = getattr(checkpoint, "last_model_path", "")
+        if path and Path(path).is_file():
+            store_in_checkpoint(path, fitted[0])
 
 
 def _optimized_metric(cfg: DictConfig, metrics: dict[str, float]) -> float | None:

@@ -28,7 +28,9 @@ def test_checkpoint_on_synthetic_prints_table_and_writes_json(tmp_path, tiny_che
     header = next(i for i, line in enumerate(lines) if line.split() == list(STAT_NAMES))
     assert lines[header + 1].split()[0] == "bbox" and lines[header + 2].split()[0] == "segm"
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(written["metrics"]) == {f"{t}_{n}" for t in ("bbox", "segm") for n in STAT_NAMES}
+    # Box, mask and Boundary AP (evaluation.boundary_dilation, 0.02 by default).
+    types = ("bbox", "segm", "boundary")
+    assert set(written["metrics"]) == {f"{t}_{n}" for t in types for n in STAT_NAMES}
     assert written["num_images"] == 2 and written["model_path"] == str(tiny_checkpoint)
     assert all(-1 <= v <= 1 for v in written["metrics"].values())
 
@@ -46,7 +48,8 @@ def test_results_file_on_coco128_equals_pycocotools(tmp_path, coco128_dir, coco_
     )
     metrics = evaluate(cfg)
     expected = evaluate_coco(coco_gt_path, results, backend="pycocotools")
-    assert metrics.keys() == expected.keys()
+    boundary = {f"boundary_{n}" for n in STAT_NAMES}  # beside them (faster-coco-eval's)
+    assert metrics.keys() == expected.keys() | boundary
     for key, value in expected.items():
         assert np.isclose(metrics[key], value, rtol=0, atol=1e-6), key
     assert json.loads(output.read_text())["metrics"] == metrics

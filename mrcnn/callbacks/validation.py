@@ -4,7 +4,7 @@ step of the last validation."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -12,6 +12,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from mrcnn.data.categories import Categories
+from mrcnn.evaluation.calibration import CHECKPOINT_KEY, Calibration
 from mrcnn.evaluation.cocoeval import CocoReport
 from mrcnn.evaluation.evaluator import CocoEvaluator
 from mrcnn.evaluation.tables import per_class_table
@@ -21,6 +23,7 @@ from mrcnn.visualize import (
     draw_target,
     panel_grid,
     plot_confusion_matrix,
+    plot_error_breakdown,
     plot_pr_curves,
     side_by_side,
 )
@@ -62,12 +65,32 @@ class CocoMetrics(ValidationDetections):
     The evaluator (and its ground truth, built once from the validation set) is handed in.
     For each IoU type in ``error_plots`` (``bbox``, ``segm``), the per-class PR curves and the
     confusion matrix of the same evaluation go to the loggers as images
-    ``val/pr_curves_<type>`` and ``val/confusion_matrix_<type>`` (drawn on rank zero only).
+    ``val/pr_curves_<type>`` and ``val/confusion_matrix_<type>`` (drawn on rank zero only), and
+    TIDE's error breakdown as ``val/error_breakdown``. Boundary AP is logged as
+    ``val/boundary_AP``, ... when the evaluator computes it.
+
+    Each validation fits per-class score thresholds (:mod:`mrcnn.evaluation.calibration`); every
+    checkpoint saved after it carries them (key ``mrcnn_calibration``), so the final checkpoint
+    holds the thresholds of its own weights.
     """
 
     def __init__(self, evaluator: CocoEvaluator, error_plots: Sequence[str] = ()) -> None:
         self.evaluator = evaluator
         self.error_plots = tuple(error_plots)
+        self.calibration: Calibration | None = None
+        self._categories: Categories | None = None
+
+    def label_thresholds(self) -> float | dict[int, float]:
+        """The last validation's calibrated thresholds per label (0.5 before the first)."""
+        if self.calibration is None or self._categories is None:
+            return 0.5
+        return self.calibration.by_label(self._categories)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self.calibration is not None:
+            checkpoint[CHECKPOINT_KEY] = self.calibration.to_dict()
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.evaluator.reset()
@@ -81,6 +104,8 @@ class CocoMetrics(ValidationDetections):
         if trainer.sanity_checking:
             return
         report = self.evaluator.compute_report()
+        if report.calibration is not None:
+            self.calibration, self._categories = report.calibration, pl_module.categories
         metrics = dict(report.metrics)
         for iou_type, classes in report.per_class.items():
             for name, values in classes.items():
@@ -111,9 +136,14 @@ class CocoMetrics(ValidationDetections):
                 continue  # nothing evaluated (no image seen) or not this IoU type
             curves = plot_pr_curves(report.pr_curves(iou_type), f"{iou_type}, step {step}")
             log_image(trainer.loggers, f"val/pr_curves_{iou_type}", curves, step)
-            title = f"{iou_type}, step {step} (IoU >= 0.5, score >= {report.score_threshold:g})"
+            title = f"{iou_type}, step {step} (IoU >= 0.5, score >= {report.threshold_text})"
             matrix = plot_confusion_matrix(report.confusion[iou_type], report.class_names, title)
             log_image(trainer.loggers, f"val/confusion_matrix_{iou_type}", matrix, step)
+        shown = {t: e for t, e in report.errors.items() if t in self.error_plots}
+        if shown:
+            title = f"Which errors cost the AP (TIDE), step {step}"
+            breakdown = plot_error_breakdown(shown, title)
+            log_image(trainer.loggers, "val/error_breakdown", breakdown, step)
 
 
 class ImagePanels(ValidationDetections):
@@ -123,9 +153,14 @@ class ImagePanels(ValidationDetections):
     The validation loader is not shuffled, so they are the same images every time.
     """
 
-    def __init__(self, count: int, score_threshold: float, mask_threshold: float) -> None:
+    def __init__(
+        self,
+        count: int,
+        score_threshold: float | Callable[[], float | dict[int, float]],
+        mask_threshold: float,
+    ) -> None:
         self.count = count
-        self.score_threshold = score_threshold
+        self.score_threshold = score_threshold  # or what gives it (calibrated thresholds)
         self.mask_threshold = mask_threshold
         self._panels: list[Tensor] = []
 
@@ -136,11 +171,13 @@ class ImagePanels(ValidationDetections):
         self, pl_module: L.LightningModule, batch: Any, detections: list[dict[str, Tensor]]
     ) -> None:
         categories = pl_module.categories
+        threshold = self.score_threshold
+        threshold = threshold() if callable(threshold) else threshold
         for image, target, detection in zip(*batch, detections, strict=True):
             if len(self._panels) >= self.count:
                 return
             prediction = draw_prediction(
-                image, detection, categories, self.score_threshold, self.mask_threshold
+                image, detection, categories, threshold, self.mask_threshold
             )
             self._panels.append(side_by_side(draw_target(image, target, categories), prediction))
 

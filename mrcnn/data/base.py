@@ -79,6 +79,13 @@ class InstanceDataset(Dataset, ABC):
         """One line for the training log and ``check``: what is trained on."""
         return f"{type(self).__name__}: {len(self)} images, classes {list(self.categories.names)}"
 
+    def image_labels(self, index: int) -> list[int]:
+        """The labels (1..K) of item ``index``'s instances, for repeat-factor sampling.
+
+        This default decodes the item; formats whose annotations say it without decoding
+        (COCO) answer from them."""
+        return self.load(index)[1]["labels"].tolist()
+
     def annotation_warnings(self) -> list[str]:
         """What is odd in the annotation files but does not stop training (shown by ``check``)."""
         return []

@@ -271,6 +271,10 @@ class CocoDataset(InstanceDataset):
             f"{self.num_crowd} crowd regions (evaluation only)"
         )
 
+    def image_labels(self, index: int) -> list[int]:
+        """The labels of the image's instances, from the json (nothing decoded)."""
+        return [label for _, label, _ in self._record(index)]
+
     def load_raw(self, index: int) -> RawSample:
         anns = self._record(index)
         source = self.source(index)

@@ -16,15 +16,18 @@ from mrcnn.data.sampler import (
     EpochBatchSampler,
     EpochShuffle,
     GroupedBatchSampler,
+    RepeatFactors,
     aspect_groups,
+    repeat_factors,
 )
-from mrcnn.data.transforms import build_transforms
+from mrcnn.data.transforms import build_transforms, parse_augment
 from mrcnn.data.wrappers import CompactSubset, TransformedDataset
 from mrcnn.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
+SAMPLERS = ("random", "repeat_factor")
 
 
 def collate(samples: list[tuple[torch.Tensor, dict[str, Any]]]) -> Batch:
@@ -60,6 +63,11 @@ class DetectionDataModule(L.LightningDataModule):
     ``use_distributed_sampler=True`` (the default): Lightning then rebuilds the grouped sampler
     around its DistributedSampler, so each rank groups its own shard.
 
+    ``sampler``: ``random`` (each training image once an epoch) or ``repeat_factor`` (images of
+    rare classes more often, LVIS's rule with ``repeat_threshold``; see
+    :mod:`mrcnn.data.sampler`). ``augment`` may add ``copy_paste`` to a preset (pasting with
+    probability ``copy_paste_p``, :mod:`mrcnn.data.copy_paste`).
+
     Resuming: the training order is a function of (seed, epoch), and the data module's state
     in a checkpoint says which epoch and how many of its batches were trained on, so a run
     resumed from a mid-epoch checkpoint carries on with the next batch (see
@@ -81,9 +89,22 @@ class DetectionDataModule(L.LightningDataModule):
         seed: int = 0,
         split_seed: int = 0,
         group_by_aspect_ratio: bool = True,
+        sampler: str = "random",
+        repeat_threshold: float = 0.001,
+        copy_paste_p: float = 1.0,
     ) -> None:
         super().__init__()
-        build_transforms(augment, image_size)  # fail on a bad preset now, not in a worker
+        parse_augment(augment)  # fail on a bad preset now, not in a worker
+        if sampler not in SAMPLERS:
+            raise ConfigError(
+                f"data.sampler={sampler!r}: choose one of {list(SAMPLERS)} (repeat_factor: "
+                "images of rare classes more often, see data.repeat_threshold)."
+            )
+        if not 0 <= copy_paste_p <= 1:
+            raise ConfigError(
+                f"data.copy_paste_p={copy_paste_p!r}: give the probability that an image gets "
+                "pasted instances, from 0 to 1."
+            )
         self.train_source = train
         self.val_source = val
         self.val_fraction = val_fraction
@@ -97,6 +118,10 @@ class DetectionDataModule(L.LightningDataModule):
         self.seed = seed
         self.split_seed = split_seed
         self.group_by_aspect_ratio = group_by_aspect_ratio
+        self.sampler = sampler
+        self.repeat_threshold = repeat_threshold
+        self.copy_paste_p = copy_paste_p
+        self.repeat_factors: RepeatFactors | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self._resume_at: tuple[int, int] | None = None
@@ -129,9 +154,28 @@ class DetectionDataModule(L.LightningDataModule):
             )
         else:
             log.info("Validation data: %s.", describe(val))
-        self.train_set = TransformedDataset(
-            train, build_transforms(self.augment, self.image_size, self.max_image_size)
+        transform = build_transforms(
+            self.augment, self.image_size, self.max_image_size, train, self.copy_paste_p
         )
+        self.train_set = TransformedDataset(train, transform)
+        if self.sampler == "repeat_factor":
+            self.repeat_factors = repeat_factors(train, self.repeat_threshold)
+            factors = self.repeat_factors
+            log.info(
+                "Repeat-factor sampling (data.repeat_threshold=%g): %s; an epoch draws %.0f "
+                "images for %d.",
+                factors.threshold,
+                factors.describe(self.categories.names),
+                factors.per_image.sum(),
+                len(factors.per_image),
+            )
+            if factors.per_image.max() <= 1:
+                log.warning(
+                    "data.sampler=repeat_factor repeats nothing: every class is in at least "
+                    "data.repeat_threshold=%g of the training images. Raise it (a class in a "
+                    "fraction f of the images is repeated sqrt(threshold / f) times).",
+                    factors.threshold,
+                )
         self.val_set = TransformedDataset(
             val, build_transforms("none", self.image_size, self.max_image_size)
         )
@@ -145,12 +189,19 @@ class DetectionDataModule(L.LightningDataModule):
             # DistributedSampler it injects under DDP must shuffle. See mrcnn/data/sampler.py.
             sampler = EpochShuffle(dataset, seed=self.seed)
             resume_at, self._resume_at = self._resume_at, None
+            factors = None if self.repeat_factors is None else self.repeat_factors.per_image
             batch_sampler = (
                 GroupedBatchSampler(
-                    sampler, batch_size, group_ids=aspect_groups(dataset), resume_at=resume_at
+                    sampler,
+                    batch_size,
+                    group_ids=aspect_groups(dataset),
+                    resume_at=resume_at,
+                    repeat_factors=factors,
                 )
                 if self.group_by_aspect_ratio
-                else EpochBatchSampler(sampler, batch_size, resume_at=resume_at)
+                else EpochBatchSampler(
+                    sampler, batch_size, resume_at=resume_at, repeat_factors=factors
+                )
             )
             batching: dict[str, Any] = {"batch_sampler": batch_sampler}
         else:

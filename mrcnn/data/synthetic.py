@@ -8,6 +8,7 @@ overlap (the one in front hides part of the one behind), and some images hold no
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -20,7 +21,12 @@ SHAPES = ("circle", "square", "triangle")
 
 
 class ShapesDataset(InstanceDataset):
-    """Circles, squares and triangles in random colours on gradient, noisy backgrounds."""
+    """Circles, squares and triangles in random colours on gradient, noisy backgrounds.
+
+    ``class_weights`` (one per shape) make some shapes rarer than others, e.g. ``[1, 1, 0.1]``:
+    triangles about 10x rarer (the class-imbalanced variant of docs/benchmarks.md); None draws
+    every shape equally often, the same images as always.
+    """
 
     def __init__(
         self,
@@ -32,9 +38,19 @@ class ShapesDataset(InstanceDataset):
         object_size: tuple[float, float] = (0.15, 0.4),
         max_occlusion: float = 0.4,
         seed: int = 0,
+        class_weights: Sequence[float] | None = None,
     ) -> None:
         if num_images < 1:
             raise ConfigError(f"num_images must be at least 1, got {num_images}.")
+        if class_weights is not None and (
+            len(class_weights) != len(SHAPES)
+            or any(w < 0 for w in class_weights)
+            or not sum(class_weights) > 0
+        ):
+            raise ConfigError(
+                f"class_weights={list(class_weights)}: give {len(SHAPES)} weights of 0 or more "
+                f"({', '.join(SHAPES)}), not all 0, e.g. [1,1,0.1] for rare triangles; or null."
+            )
         self.num_images = num_images
         self.image_size = image_size
         self.size_jitter = size_jitter
@@ -43,6 +59,8 @@ class ShapesDataset(InstanceDataset):
         self.object_size = tuple(object_size)
         self.max_occlusion = max_occlusion
         self.seed = seed
+        # None: every shape equally likely (drawn as before weights existed: same images).
+        self.class_weights = None if class_weights is None else list(map(float, class_weights))
         self.categories = Categories.from_names(SHAPES)
 
     def __len__(self) -> int:
@@ -65,9 +83,14 @@ class ShapesDataset(InstanceDataset):
         return f"synthetic shapes (seed {self.seed}), image {index}"
 
     def describe(self) -> str:
+        weights = (
+            ""
+            if self.class_weights is None
+            else f" (class weights {dict(zip(SHAPES, self.class_weights, strict=True))})"
+        )
         return (
             f"synthetic shapes (seed {self.seed}): {self.num_images} images of about "
-            f"{self.image_size} px, up to {self.max_objects} of {', '.join(SHAPES)} each"
+            f"{self.image_size} px, up to {self.max_objects} of {', '.join(SHAPES)} each{weights}"
         )
 
     def load_raw(self, index: int) -> RawSample:
@@ -83,7 +106,7 @@ class ShapesDataset(InstanceDataset):
         )
         for _ in range(num_objects):
             for _attempt in range(10):
-                label = int(rng.integers(1, len(SHAPES) + 1))
+                label = self._draw_label(rng)
                 mask = _draw_shape(rng, SHAPES[label - 1], height, width, self.object_size)
                 if mask.sum() == 0:
                     continue
@@ -97,6 +120,12 @@ class ShapesDataset(InstanceDataset):
             labels.append(label)
             image[mask] = _contrasting_colour(rng, background_mean)
         return RawSample(image, masks, labels)
+
+    def _draw_label(self, rng: np.random.Generator) -> int:
+        if self.class_weights is None:
+            return int(rng.integers(1, len(SHAPES) + 1))
+        weights = np.asarray(self.class_weights) / sum(self.class_weights)
+        return int(rng.choice(len(SHAPES), p=weights)) + 1
 
 
 def gradient_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -12,6 +12,9 @@ so objects really come out larger or smaller:
 - ``lsj``: large-scale jitter (Ghiasi et al. 2021): flip, then resize to 0.1-2.0 x the size that
   fits an ``image_size`` square, and crop or pad to that square.
 
+``copy_paste`` goes on top of any of them (``data.augment=[lsj,copy_paste]``): instances of
+another training image, augmented the same way, are pasted on (:mod:`mrcnn.data.copy_paste`).
+
 The scale presets recompute every box from its transformed mask (a crop can cut away the part
 of an object that defined its box). Every pipeline ends by turning the image into float32 in
 [0, 1] and removing boxes that an augmentation made degenerate (``SanitizeBoundingBoxes`` drops
@@ -21,18 +24,21 @@ their masks and labels too).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from mrcnn.data.copy_paste import CopyPaste
 from mrcnn.data.targets import boxes_from_masks
 from mrcnn.errors import ConfigError
 
 PRESETS = ("none", "hflip", "multiscale", "lsj")
+COPY_PASTE = "copy_paste"
 MULTISCALE_RANGE = (0.5, 1.5)
 LSJ_RANGE = (0.1, 2.0)
 
@@ -118,20 +124,58 @@ def _augmentations(preset: str, image_size: int, max_image_size: int) -> list[Ca
     )
 
 
+def parse_augment(augment: str | Sequence[str]) -> tuple[str, bool]:
+    """``data.augment`` as (preset, copy-paste or not): a preset (``lsj``), or a list of at most
+    one preset and ``copy_paste`` (``[lsj,copy_paste]``; ``[copy_paste]`` alone means
+    ``[none,copy_paste]``)."""
+    items = [augment] if isinstance(augment, str) else list(augment)
+    presets = [item for item in items if item != COPY_PASTE]
+    unknown = [item for item in presets if item not in PRESETS]
+    if unknown or len(presets) > 1 or len(items) - len(presets) > 1:
+        raise ConfigError(
+            f"data.augment={augment if isinstance(augment, str) else list(augment)}: give one "
+            f"preset of {list(PRESETS)}, and {COPY_PASTE} on top if wanted, e.g. "
+            f"data.augment=lsj or data.augment=[lsj,{COPY_PASTE}]."
+        )
+    return (presets[0] if presets else "none"), len(items) > len(presets)
+
+
 def build_transforms(
-    preset: str = "hflip", image_size: int = 800, max_image_size: int | None = None
+    preset: str | Sequence[str] = "hflip",
+    image_size: int = 800,
+    max_image_size: int | None = None,
+    source: Dataset | None = None,
+    copy_paste_p: float = 1.0,
 ) -> v2.Compose:
-    """The v2 pipeline for a preset; ``image_size``/``max_image_size`` are the model's input
-    sizes, which the scale presets aim at (``max_image_size`` defaults to ``image_size * 1333 /
-    800``, torchvision's ratio)."""
+    """The v2 pipeline for ``data.augment`` (:func:`parse_augment`); ``image_size``/
+    ``max_image_size`` are the model's input sizes, which the scale presets aim at
+    (``max_image_size`` defaults to ``image_size * 1333 / 800``, torchvision's ratio). Copy-paste
+    draws its second images from ``source`` (the training set), with probability
+    ``copy_paste_p`` per image."""
     max_image_size = max_image_size or round(image_size * 1333 / 800)
+    name, copy_paste = parse_augment(preset)
+    augmentations = _augmentations(name, image_size, max_image_size)
+    if copy_paste:
+        if source is None:
+            raise ValueError("copy_paste needs the data set to paste from (source=).")
+        if not 0 <= copy_paste_p <= 1:
+            raise ConfigError(
+                f"data.copy_paste_p={copy_paste_p!r}: give the probability that an image gets "
+                "pasted instances, from 0 to 1."
+            )
+        augment = v2.Compose(augmentations) if augmentations else _identity
+        augmentations = [CopyPaste(source, augment, copy_paste_p), BoxesFromMasks()]
     return v2.Compose(
         [
-            *_augmentations(preset, image_size, max_image_size),
+            *augmentations,
             v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
             v2.SanitizeBoundingBoxes(),
         ]
     )
+
+
+def _identity(image: Any, target: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    return image, target
 
 
 def to_model_input(

@@ -55,7 +55,9 @@ class TransformedDataset(Dataset):
         kept_before = len(target["labels"])
         image, target = self.transform(image, target)
         image, target = to_model_input(image, target)
-        # Instances an augmentation made degenerate count as dropped, like invalid ones.
+        # Instances an augmentation made degenerate (or copy-paste hid) count as dropped, like
+        # invalid ones; pasted instances are new, not kept ones.
+        kept_before += target.pop("num_pasted", 0)
         target["num_dropped"] = target.get("num_dropped", 0) + kept_before - len(target["labels"])
         return image, target
 

@@ -151,7 +151,8 @@ def export_model(
     example: str | Path | None = None,
 ) -> ExportSummary:
     """Export the checkpoint's model to ``output`` (see module doc) and write its sidecar."""
-    from mrcnn.model.checkpoint import load_module
+    from mrcnn.evaluation.calibration import CHECKPOINT_KEY
+    from mrcnn.model.checkpoint import load_module, read_checkpoint
 
     check_format(fmt)
     if fmt == "onnx" and int(opset) < 11:
@@ -182,6 +183,9 @@ def export_model(
             },
             "outputs": OUTPUT_NAMES,
             "thresholds": thresholds,
+            # Per-class score thresholds fitted on the validation split (None: never fitted);
+            # predict applies them with evaluation.score_threshold=calibrated.
+            "calibration": read_checkpoint(ckpt_path).get(CHECKPOINT_KEY),
             "versions": versions(fmt),
         },
     )

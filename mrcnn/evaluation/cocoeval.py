@@ -11,6 +11,12 @@ here, each covered by a test:
 - ``loadRes`` and ``COCOeval`` write into the dicts they are given: both get copies.
 - Only images that were actually predicted are evaluated (``image_ids``), so a partial
   validation run is not scored against ground truth it never saw.
+
+Beside box and mask AP: **Boundary AP** (Cheng et al., CVPR 2021: mask IoU taken as the lesser
+of the mask IoU and the IoU of the two masks' boundary bands, ``boundary_dilation`` of the image
+diagonal wide), computed by faster-coco-eval's ``iouType="boundary"`` whatever the backend
+(pycocotools has none); **TIDE's error breakdown** (:mod:`mrcnn.evaluation.tide`); and
+**calibrated thresholds** fitted from the same matching (:mod:`mrcnn.evaluation.calibration`).
 """
 
 from __future__ import annotations
@@ -28,13 +34,26 @@ import numpy as np
 import pycocotools.mask as mask_util
 
 from mrcnn.errors import ConfigError
-from mrcnn.evaluation.diagnostics import Marked, PRCurve, confusion_matrix, match_image, pr_curves
+from mrcnn.evaluation.calibration import CALIBRATED, Calibration, fit_thresholds
+from mrcnn.evaluation.diagnostics import (
+    Marked,
+    PRCurve,
+    confusion_matrix,
+    match_image,
+    pr_curves,
+    threshold_text,
+)
 from mrcnn.evaluation.ground_truth import ground_truth_for
 from mrcnn.evaluation.results import ResultsError, bytes_rle, check_results
+from mrcnn.evaluation.tide import TideErrors, tide_errors
 
 log = logging.getLogger(__name__)
 
 IOU_TYPES = ("bbox", "segm")
+# Boundary AP: evaluated from the mask results, beside segm (faster-coco-eval only).
+BOUNDARY = "boundary"
+REPORTED_TYPES = (*IOU_TYPES, BOUNDARY)  # the rows of the metrics table
+DEFAULT_DILATION = 0.02
 # The 12 numbers COCOeval.summarize() computes for boxes and masks, in its order.
 STAT_NAMES = (
     "AP",
@@ -143,6 +162,10 @@ class CocoReport:
     or wrong class; ``confusion``: their counts ``[K+1, K+1]`` (rows: ground truth, columns:
     prediction, background last). Classes are ``class_names`` / ``category_ids`` in COCOeval's
     order (sorted ids).
+
+    ``errors``: TIDE's breakdown per IoU type (``bbox``, ``segm``); ``calibration``: per-class
+    score thresholds fitted on these detections (masks when there are masks); both when asked.
+    ``score_threshold`` is one number or, when calibrated, one per category id.
     """
 
     metrics: dict[str, float]
@@ -154,7 +177,15 @@ class CocoReport:
     recall_thresholds: np.ndarray | None = None
     marked: dict[str, dict[int, list[Marked]]] = field(default_factory=dict)
     confusion: dict[str, np.ndarray] = field(default_factory=dict)
-    score_threshold: float = 0.5
+    score_threshold: float | dict[int, float] = 0.5
+    errors: dict[str, TideErrors] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    boundary_dilation: float | None = None
+
+    @property
+    def threshold_text(self) -> str:
+        """The score threshold in titles: ``0.5``, or ``calibrated``."""
+        return threshold_text(self.score_threshold)
 
     def pr_curves(self, iou_type: str) -> list[PRCurve]:
         """Per-class precision-recall curves at IoU 0.5 and over 0.50:0.95 (classes with
@@ -183,10 +214,13 @@ def coco_report(
     backend: str = "auto",
     image_ids: Iterable[int] | None = None,
     max_detections: int = 100,
-    score_threshold: float = 0.5,
+    score_threshold: float | str | dict[int, float] = 0.5,
+    boundary_dilation: float | None = None,
+    tide: bool = False,
+    calibration: tuple[str, float | None] | None = None,
 ) -> CocoReport:
     """COCOeval's summary numbers, per-class AP, PR curves and the confusion matrix for each
-    IoU type.
+    IoU type; Boundary AP, TIDE's errors and calibrated thresholds when asked.
 
     Args:
         ground_truth: a COCO ground-truth dict or json file (crowd regions are kept: COCOeval
@@ -199,7 +233,13 @@ def coco_report(
         max_detections: detections per image that count (COCOeval's last ``maxDets``, 100 by
             default): dense scenes (a hundred nuclei) need more. AP and the ``AR100`` entry use it.
         score_threshold: detections below this score are left out of the confusion matrix and
-            the per-image errors (AP and the PR curves count every detection).
+            the per-image errors (AP and the PR curves count every detection): a number, one per
+            category id, or ``"calibrated"``: the thresholds fitted here (``calibration``).
+        boundary_dilation: with masks, Boundary AP too (``boundary_AP`` ...), the boundary band
+            this fraction of the image diagonal wide (Cheng et al. use 0.02); None: none.
+        tide: TIDE's error breakdown per IoU type (``errors``).
+        calibration: ``(goal, precision target)`` to fit per-class score thresholds
+            (:func:`~mrcnn.evaluation.calibration.fit_thresholds`); implies ``tide``.
 
     COCOeval's printed summary is captured (no spam in training logs) and logged at DEBUG.
     Values are -1 where COCOeval has nothing to measure (e.g. no ground truth of that size).
@@ -209,10 +249,12 @@ def coco_report(
             raise ValueError(f"Unknown iou type {iou_type!r}; choose from {list(IOU_TYPES)}.")
     if max_detections < 1:
         raise ConfigError(f"max_detections must be at least 1, got {max_detections}.")
-    if not isinstance(score_threshold, int | float) or not 0 <= score_threshold <= 1:
+    check_score_threshold(score_threshold, calibration)
+    if boundary_dilation is not None and not 0 < boundary_dilation < 1:
         raise ConfigError(
-            f"evaluation.score_threshold={score_threshold!r}: give a score from 0 to 1 (the "
-            "confusion matrix and the worst images count detections scored at least this)."
+            f"evaluation.boundary_dilation={boundary_dilation!r}: give the boundary band's width "
+            "as a fraction of the image diagonal, above 0 and below 1 (Boundary IoU uses 0.02), "
+            "or null for no Boundary AP."
         )
     ground_truth = ground_truth_for(ground_truth)
     supported = check_results(results, ground_truth)
@@ -223,26 +265,42 @@ def coco_report(
             f"{'segmentation' if 'segm' in missing else 'bbox'}."
         )
     backend = resolve_backend(backend)
-    coco_cls, eval_cls = _coco_api(backend)
-    report = CocoReport(metrics={}, score_threshold=float(score_threshold))
+    report = CocoReport(metrics={}, boundary_dilation=boundary_dilation)
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        gt = _ground_truth_api(coco_cls, ground_truth)
-        selected = sorted(gt.getImgIds() if image_ids is None else set(image_ids))
+        gt_by_backend = {}
         sizes = {i["id"]: (i["height"], i["width"]) for i in ground_truth["images"] if "width" in i}
-        for iou_type in iou_types:
-            prepared = _results_for(results, iou_type, sizes)
-            dt = _load_results(coco_cls, gt, prepared)  # it adds ids, areas, boxes: harmless
-            evaluator = (
-                eval_cls(gt, dt, iouType=iou_type, print_function=print)
-                if backend == "faster_coco_eval"
-                else eval_cls(gt, dt, iouType=iou_type)
-            )
+        prepared_by_type: dict[str, list[dict]] = {}
+        evaluated = list(iou_types)
+        if boundary_dilation is not None and "segm" in iou_types:
+            evaluated.append(BOUNDARY)
+        selected: list[int] = []
+        for iou_type in evaluated:
+            # Boundary IoU exists in faster-coco-eval only (a dependency): it runs there always.
+            chosen = "faster_coco_eval" if iou_type == BOUNDARY else backend
+            coco_cls, eval_cls = _coco_api(chosen)
+            if chosen not in gt_by_backend:
+                gt_by_backend[chosen] = _ground_truth_api(coco_cls, ground_truth)
+            gt = gt_by_backend[chosen]
+            selected = sorted(gt.getImgIds() if image_ids is None else set(image_ids))
+            source_type = "segm" if iou_type == BOUNDARY else iou_type
+            if source_type not in prepared_by_type:
+                prepared_by_type[source_type] = _results_for(results, source_type, sizes)
+            prepared = prepared_by_type[source_type]
+            # loadRes adds ids, areas and boxes to the dicts it is given: copies, so that the
+            # next IoU type, TIDE and the matcher see the results as prepared.
+            dt = _load_results(coco_cls, gt, [dict(r) for r in prepared])
+            options: dict[str, Any] = {}
+            if chosen == "faster_coco_eval":
+                options["print_function"] = print
+            if iou_type == BOUNDARY:
+                options["boundary_dilation_ratio"] = float(boundary_dilation)
+            evaluator = eval_cls(gt, dt, iouType=iou_type, **options)
             evaluator.params.imgIds = selected
             evaluator.params.maxDets = [1, 10, int(max_detections)]
             evaluator.evaluate()
             evaluator.accumulate()
-            print(f"{iou_type} ({backend}, {len(selected)} images):")
+            print(f"{iou_type} ({chosen}, {len(selected)} images):")
             evaluator.summarize()
             stats = np.asarray(evaluator.stats, dtype=np.float64)[: len(STAT_NAMES)]
             # pycocotools' summarize takes AP at maxDets=100 whatever maxDets is (it finds no
@@ -254,16 +312,77 @@ def coco_report(
             report.per_class[iou_type] = _per_class_ap(evaluator, gt)
             report.category_ids = [int(c) for c in evaluator.params.catIds]
             report.class_names = [str(gt.cats[c]["name"]) for c in report.category_ids]
+            if iou_type == BOUNDARY:
+                continue  # pictures and matching: boxes and masks only
             report.iou_thresholds = np.asarray(evaluator.params.iouThrs, dtype=np.float64)
             report.recall_thresholds = np.asarray(evaluator.params.recThrs, dtype=np.float64)
             report.precision[iou_type] = np.array(evaluator.eval["precision"][:, :, :, 0, -1])
+        if tide or calibration is not None:
+            for iou_type in iou_types:
+                report.errors[iou_type] = tide_errors(
+                    _rle_ground_truth(ground_truth, sizes) if iou_type == "segm" else ground_truth,
+                    prepared_by_type[iou_type],
+                    iou_type,
+                    selected,
+                    max_detections,
+                )
+        if calibration is not None and report.errors:
+            fitted_on = "segm" if "segm" in report.errors else "bbox"
+            errors = report.errors[fitted_on]
+            names = dict(zip(report.category_ids, report.class_names, strict=True))
+            goal, target = calibration
+            report.calibration = fit_thresholds(
+                errors.points, errors.num_gt, names, fitted_on, goal, target
+            )
+        if score_threshold == CALIBRATED:
+            score_threshold = report.calibration.by_category_id() if report.calibration else 0.5
+        report.score_threshold = (
+            dict(score_threshold) if isinstance(score_threshold, dict) else float(score_threshold)
+        )
+        for iou_type in iou_types:
             marked = _mark_images(
-                ground_truth, prepared, iou_type, selected, sizes, score_threshold, max_detections
+                ground_truth,
+                prepared_by_type[iou_type],
+                iou_type,
+                selected,
+                sizes,
+                report.score_threshold,
+                max_detections,
             )
             report.marked[iou_type] = marked
             report.confusion[iou_type] = confusion_matrix(marked, report.category_ids)
     log.debug("COCOeval output:\n%s", output.getvalue())
     return report
+
+
+def check_score_threshold(
+    score_threshold: Any, calibration: tuple[str, float | None] | None = None
+) -> None:
+    """A number from 0 to 1, per-category numbers, or ``calibrated`` (with ``calibration``
+    asked for); else a :class:`~mrcnn.errors.ConfigError` naming the key."""
+    if isinstance(score_threshold, dict):
+        return
+    if score_threshold == CALIBRATED and calibration is not None:
+        return
+    if (
+        isinstance(score_threshold, bool)
+        or not isinstance(score_threshold, int | float)
+        or not 0 <= score_threshold <= 1
+    ):
+        raise ConfigError(
+            f"evaluation.score_threshold={score_threshold!r}: give a score from 0 to 1, or "
+            "calibrated (the confusion matrix and the worst images count detections scored at "
+            "least this)."
+        )
+
+
+def _rle_ground_truth(ground_truth: dict, sizes: dict[int, tuple[int, int]]) -> dict:
+    """The ground truth with every segmentation as an RLE (polygons rasterised)."""
+    annotations = [
+        {**a, "segmentation": bytes_rle(a["segmentation"], sizes.get(a["image_id"]))}
+        for a in ground_truth["annotations"]
+    ]
+    return {**ground_truth, "annotations": annotations}
 
 
 def _mark_images(
@@ -272,7 +391,7 @@ def _mark_images(
     iou_type: str,
     image_ids: Sequence[int],
     sizes: dict[int, tuple[int, int]],
-    score_threshold: float,
+    score_threshold: float | dict[int, float],
     max_detections: int,
 ) -> dict[int, list[Marked]]:
     """Every evaluated image's instances marked by :func:`~mrcnn.evaluation.diagnostics.

@@ -23,7 +23,7 @@ All of it comes out of :func:`mrcnn.evaluation.cocoeval.coco_report`, the one ev
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +69,7 @@ def match_image(
     ground_truth: Sequence[dict],
     detections: Sequence[dict],
     iou_type: str,
-    score_threshold: float = 0.5,
+    score_threshold: float | Mapping[int, float] = 0.5,
     iou_threshold: float = CONFUSION_IOU,
 ) -> list[Marked]:
     """Mark one image's ground truth and detections (see the module docstring for the rule).
@@ -77,11 +77,13 @@ def match_image(
     ``ground_truth``: COCO annotations with ``bbox``, ``category_id``, ``iscrowd`` and, for
     ``segm``, ``segmentation`` as a pycocotools RLE; ``detections``: COCO results likewise, with
     ``score``. Crowd (or ``ignore``) ground truth is never missed. Returns the missed ground
-    truth, then the detections at or above ``score_threshold``, best score first.
+    truth, then the detections at or above ``score_threshold`` (one number, or one per category
+    id: calibrated thresholds), best score first.
     """
     key = "segmentation" if iou_type == "segm" else "bbox"
     dets = sorted(
-        (d for d in detections if d["score"] >= score_threshold), key=lambda d: -d["score"]
+        (d for d in detections if d["score"] >= threshold_of(score_threshold, d["category_id"])),
+        key=lambda d: -d["score"],
     )
     crowd = [g for g in ground_truth if g.get("iscrowd", 0) or g.get("ignore", 0)]
     gts = [g for g in ground_truth if not (g.get("iscrowd", 0) or g.get("ignore", 0))]
@@ -140,6 +142,18 @@ def match_image(
             )
         )
     return marked
+
+
+def threshold_of(score_threshold: float | Mapping[int, float], category_id: int) -> float:
+    """The score threshold of a category: the one number, or its own (0.5 if it has none)."""
+    if isinstance(score_threshold, Mapping):
+        return float(score_threshold.get(int(category_id), 0.5))
+    return float(score_threshold)
+
+
+def threshold_text(score_threshold: float | Mapping[int, float]) -> str:
+    """``0.5``, or ``calibrated`` for per-class thresholds (titles, the JSON)."""
+    return "calibrated" if isinstance(score_threshold, Mapping) else f"{score_threshold:g}"
 
 
 def confusion_matrix(
@@ -202,7 +216,7 @@ def pr_curves(
 
 
 def confusion_json(
-    matrix: np.ndarray, class_names: Sequence[str], score_threshold: float
+    matrix: np.ndarray, class_names: Sequence[str], score_threshold: float | Mapping[int, float]
 ) -> dict[str, Any]:
     """The confusion matrix as metrics.json holds it (with the totals of each kind)."""
     k = len(class_names)
@@ -211,7 +225,9 @@ def confusion_json(
         "rows": "ground truth",
         "columns": "prediction",
         "iou_threshold": CONFUSION_IOU,
-        "score_threshold": score_threshold,
+        "score_threshold": (
+            score_threshold if not isinstance(score_threshold, Mapping) else "calibrated"
+        ),
         "matrix": matrix.tolist(),
         "totals": {
             "correct": int(np.trace(matrix[:k, :k])),

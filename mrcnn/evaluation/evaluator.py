@@ -70,7 +70,10 @@ class CocoEvaluator:
         mask_threshold: float = 0.5,
         backend: str = "auto",
         max_detections: int = 100,
-        score_threshold: float = 0.5,
+        score_threshold: float | str = 0.5,
+        boundary_dilation: float | None = None,
+        calibration: tuple[str, float | None] | None = None,
+        tide: bool = True,
     ) -> None:
         self.ground_truth = ground_truth
         self.categories = categories
@@ -78,7 +81,10 @@ class CocoEvaluator:
         self.mask_threshold = mask_threshold
         self.backend = backend
         self.max_detections = max_detections
-        self.score_threshold = score_threshold  # of the confusion matrix
+        self.score_threshold = score_threshold  # of the confusion matrix (or `calibrated`)
+        self.boundary_dilation = boundary_dilation  # Boundary AP; None: none
+        self.calibration = calibration  # (goal, precision target): thresholds fitted each time
+        self.tide = tide  # TIDE's error breakdown (calibration implies it)
         _warn_if_denser_than(ground_truth, max_detections)
         self._known_ids = {image["id"] for image in ground_truth["images"]}
         self._results: dict[int, list[dict]] = {}
@@ -144,15 +150,25 @@ class CocoEvaluator:
                 image_ids=merged.keys(),
                 max_detections=self.max_detections,
                 score_threshold=self.score_threshold,
+                boundary_dilation=self.boundary_dilation,
+                tide=self.tide,
+                calibration=self.calibration,
             )
         if _distributed():
-            # Every rank needs the numbers; the per-image marks (RLE masks) stay on rank zero.
+            # Every rank needs the numbers; the per-image marks (RLE masks) and TIDE's per
+            # detection points stay on rank zero.
             marked, report.marked = report.marked, {}
+            points = {t: (e.points, e.num_gt) for t, e in report.errors.items()}
+            for errors in report.errors.values():
+                errors.points, errors.num_gt = {}, {}
             box = [report]
             dist.broadcast_object_list(box, src=0)
             report = box[0]
             if rank == 0:
                 report.marked = marked
+                for iou_type, (kept, counts) in points.items():
+                    report.errors[iou_type].points = kept
+                    report.errors[iou_type].num_gt = counts
         return report
 
     def results(self) -> list[dict]:

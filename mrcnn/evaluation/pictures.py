@@ -12,11 +12,18 @@ from mrcnn.data.wrappers import unwrap_dataset
 from mrcnn.errors import ConfigError
 from mrcnn.evaluation.cocoeval import CocoReport
 from mrcnn.evaluation.diagnostics import error_counts, worst_images
-from mrcnn.visualize import draw_marked, plot_confusion_matrix, plot_pr_curves, save_png
+from mrcnn.visualize import (
+    draw_marked,
+    plot_confusion_matrix,
+    plot_error_breakdown,
+    plot_pr_curves,
+    save_png,
+)
 
 
 def write_error_plots(report: CocoReport, folder: Path) -> list[Path]:
-    """``pr_curves_<type>.png`` and ``confusion_matrix_<type>.png`` for each IoU type."""
+    """``pr_curves_<type>.png`` and ``confusion_matrix_<type>.png`` for each IoU type, and
+    ``error_breakdown.png`` (TIDE's dAP per error type) when the report has it."""
     written = []
     for iou_type in report.precision:
         title = f"{iou_type}: precision-recall per class"
@@ -26,9 +33,12 @@ def write_error_plots(report: CocoReport, folder: Path) -> list[Path]:
                 folder / f"pr_curves_{iou_type}.png",
             )
         )
-        title = f"{iou_type}: confusion matrix (IoU >= 0.5, score >= {report.score_threshold:g})"
+        title = f"{iou_type}: confusion matrix (IoU >= 0.5, score >= {report.threshold_text})"
         matrix = plot_confusion_matrix(report.confusion[iou_type], report.class_names, title)
         written.append(save_png(matrix, folder / f"confusion_matrix_{iou_type}.png"))
+    if report.errors:
+        breakdown = plot_error_breakdown(report.errors)
+        written.append(save_png(breakdown, folder / "error_breakdown.png"))
     return written
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mrcnn.evaluation.cocoeval import IOU_TYPES, STAT_NAMES, CocoReport
+from mrcnn.evaluation.cocoeval import REPORTED_TYPES, STAT_NAMES, CocoReport
+from mrcnn.evaluation.tide import ERROR_NAMES, MAIN_ERRORS, SPECIAL_ERRORS
 
 
 def per_class_table(report: CocoReport) -> tuple[list[str], list[list[str | float | None]]]:
     """Per-class AP and AP50 (0..1) for each IoU type: the columns (``class``, ``bbox AP``,
     ``bbox AP50``, ``segm AP``, ...) and one row per class, worst first (by segm AP when there
     are masks); None where a class has no ground truth among the images evaluated."""
-    types = [t for t in IOU_TYPES if t in report.per_class]
+    types = [t for t in REPORTED_TYPES if t in report.per_class]
     names = list(next(iter(report.per_class.values()), {}))
-    key = types[-1] if types else None  # segm when there are masks
+    key = "segm" if "segm" in types else (types[-1] if types else None)
     names.sort(key=lambda n: report.per_class[key][n]["AP"] if key else 0)
     columns = ["class", *(f"{t} {stat}" for t in types for stat in ("AP", "AP50"))]
     rows: list[list[str | float | None]] = []
@@ -40,11 +41,14 @@ def format_per_class_table(report: CocoReport) -> str:
     return "\n".join(lines)
 
 
-def format_metrics_table(metrics: dict[str, float], iou_types: Sequence[str] = IOU_TYPES) -> str:
+def format_metrics_table(
+    metrics: dict[str, float], iou_types: Sequence[str] = REPORTED_TYPES
+) -> str:
     """A readable table: one row per IoU type, one column per COCO statistic (in percent)."""
     rows = [t for t in iou_types if any(k.startswith(f"{t}_") for k in metrics)]
     width = 7
-    lines = ["      " + "".join(f"{name:>{width}}" for name in STAT_NAMES)]
+    label = max([len(t) for t in rows] + [5]) + 1
+    lines = [" " * label + "".join(f"{name:>{width}}" for name in STAT_NAMES)]
     for iou_type in rows:
         cells = []
         for name in STAT_NAMES:
@@ -52,5 +56,26 @@ def format_metrics_table(metrics: dict[str, float], iou_types: Sequence[str] = I
             cells.append(
                 f"{'-':>{width}}" if value is None or value < 0 else f"{100 * value:>{width}.2f}"
             )
-        lines.append(f"{iou_type:<6}" + "".join(cells))
+        lines.append(f"{iou_type:<{label}}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def format_error_table(report: CocoReport) -> str:
+    """TIDE's dAP per error type (rows) for each IoU type (columns), and the counts."""
+    types = [t for t in report.errors]
+    if not types:
+        return ""
+    lines = [f"{'error':<6}" + "".join(f"{t + ' dAP':>10}{'count':>7}" for t in types) + "  what"]
+    for kind in MAIN_ERRORS:
+        cells = "".join(
+            f"{report.errors[t].main[kind]:>10.2f}{report.errors[t].counts[kind]:>7d}"
+            for t in types
+        )
+        lines.append(f"{kind:<6}{cells}  {ERROR_NAMES[kind]}")
+    for kind in SPECIAL_ERRORS:
+        cells = "".join(f"{report.errors[t].special[kind]:>10.2f}{'':>7}" for t in types)
+        fix = "all false positives scored 0" if kind == "FalsePos" else "every missed object found"
+        lines.append(f"{kind[:6]:<6}{cells}  {fix}")
+    ap = ", ".join(f"{t} {report.errors[t].ap:.2f}" for t in types)
+    lines.append(f"(AP50 as TIDE computes it: {ap}; dAP: AP50 gained by fixing only those errors)")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as F
 
+from mrcnn.evaluation.calibration import label_thresholds
 from mrcnn.model.forward import detect
 from mrcnn.precision import autocast_context
 
@@ -63,7 +64,8 @@ class Inference:
 
     backend: Backend
     batch_size: int = 4
-    score_threshold: float = 0.0
+    # One number, or one per label 1..K (calibrated thresholds; a label without one keeps 0.5).
+    score_threshold: float | dict[int, float] = 0.0
     mask_threshold: float = 0.5
 
     def __call__(self, images: Sequence[Tensor]) -> list[Detections]:
@@ -81,7 +83,9 @@ class Inference:
 
     def postprocess(self, output: Detections) -> Detections:
         """One image's detections on the CPU: float32, ``score >= score_threshold``, bool masks."""
-        keep = output["scores"].float() >= self.score_threshold
+        keep = output["scores"].float() >= label_thresholds(
+            self.score_threshold, output["labels"]
+        ).to(output["scores"].device)
         drop_some = not bool(keep.all())
         prepared = {}
         for key, value in output.items():
@@ -93,6 +97,13 @@ class Inference:
                 value = value.float()
             prepared[key] = value.cpu()
         return prepared
+
+
+def lowest_threshold(score_threshold: float | dict[int, float]) -> float:
+    """The lowest score any class keeps (a safe pre-filter before per-class thresholds)."""
+    if isinstance(score_threshold, dict):
+        return min(score_threshold.values(), default=0.5)
+    return float(score_threshold)
 
 
 def as_float_image(image: Tensor) -> Tensor:

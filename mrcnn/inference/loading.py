@@ -11,11 +11,20 @@ import torch
 from omegaconf import DictConfig
 
 from mrcnn.data.categories import Categories
-from mrcnn.deploy.sidecar import read_sidecar
+from mrcnn.deploy.sidecar import read_sidecar, write_sidecar
 from mrcnn.errors import ConfigError
+from mrcnn.evaluation.calibration import (
+    CALIBRATED,
+    CHECKPOINT_KEY,
+    Calibration,
+    check_threshold,
+    resolve_score_threshold,
+    store_in_checkpoint,
+)
 from mrcnn.inference.core import Inference, TorchBackend
 from mrcnn.inference.exported import OnnxBackend, TorchScriptBackend
-from mrcnn.model.checkpoint import load_module
+from mrcnn.inference.tta import TTABackend, parse_views
+from mrcnn.model.checkpoint import load_module, read_checkpoint
 from mrcnn.precision import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -29,7 +38,7 @@ def load_inference(
     device: str,
     precision: str | int,
     batch_size: int,
-    score_threshold: float = 0.0,
+    score_threshold: float | str = 0.0,
     mask_threshold: float = 0.5,
 ) -> tuple[Inference, Categories]:
     """The model in ``model_path`` on ``device`` behind :class:`~mrcnn.inference.Inference`,
@@ -37,7 +46,10 @@ def load_inference(
 
     A checkpoint (any suffix but ``.onnx`` and ``.pt``) rebuilds its model alone; a model from
     ``mrcnn export`` runs in ONNX Runtime (``.onnx``) or TorchScript (``.pt``), its classes read
-    from its sidecar ``<model>.json``."""
+    from its sidecar ``<model>.json``. ``score_threshold="calibrated"``: the per-class
+    thresholds stored with the model (:mod:`mrcnn.evaluation.calibration`)."""
+    if score_threshold != CALIBRATED:
+        check_threshold(score_threshold)
     chosen_device = resolve_device(str(device))
     chosen_precision = resolve_precision(precision, chosen_device.type)
     if Path(model_path).suffix.lower() in EXPORTED_SUFFIXES:
@@ -46,13 +58,35 @@ def load_inference(
         module = load_module(model_path, map_location=chosen_device)
         backend = TorchBackend(module.model, chosen_device, chosen_precision)
         categories = module.categories
+    # Read again only when asked: a checkpoint's file may be large.
+    stored = stored_calibration(model_path) if score_threshold == CALIBRATED else None
+    threshold = resolve_score_threshold(score_threshold, stored, categories, str(model_path))
     inference = Inference(
         backend,
         batch_size=int(batch_size),
-        score_threshold=float(score_threshold),
+        score_threshold=threshold,
         mask_threshold=float(mask_threshold),
     )
     return inference, categories
+
+
+def stored_calibration(model_path: str | Path) -> dict | None:
+    """The calibrated thresholds stored with a model (checkpoint key or sidecar), or None."""
+    if Path(model_path).suffix.lower() in EXPORTED_SUFFIXES:
+        return read_sidecar(model_path).get("calibration")
+    return read_checkpoint(model_path).get(CHECKPOINT_KEY)
+
+
+def store_calibration(model_path: str | Path, calibration: Calibration) -> Path:
+    """Store fitted thresholds with a model: in a checkpoint (atomically) or, for a model from
+    ``mrcnn export``, in its sidecar. Returns the file written."""
+    if Path(model_path).suffix.lower() in EXPORTED_SUFFIXES:
+        info = read_sidecar(model_path)
+        info.pop("sidecar_version", None)
+        info["calibration"] = calibration.to_dict()
+        return write_sidecar(Path(model_path), info)
+    store_in_checkpoint(model_path, calibration)
+    return Path(model_path)
 
 
 def exported_backend(
@@ -75,7 +109,7 @@ def exported_backend(
 
 
 def configured_inference(
-    cfg: DictConfig, score_threshold: float, mask_threshold: float
+    cfg: DictConfig, score_threshold: float | str, mask_threshold: float
 ) -> tuple[Inference, Categories, str]:
     """The model of a command's ``model_path`` (``model=FILE`` on the command line), with its
     classes and the path it came from (:func:`load_inference`)."""
@@ -86,7 +120,27 @@ def configured_inference(
             "model=FILE.onnx|FILE.pt (a model from mrcnn export); the config key is model_path."
         )
     settings = (cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold)
-    return (*load_inference(str(source), *settings), str(source))
+    views = parse_views(cfg.get("tta"))  # a bad view fails before the model loads
+    inference, categories = load_inference(str(source), *settings)
+    if views:
+        inference.backend = TTABackend(
+            inference.backend,
+            views,
+            str(cfg.get("tta_merge", "mean")),
+            float(cfg.get("tta_iou", 0.55)),
+        )
+        log.info("Test-time augmentation: views %s, merged by %s.", views, cfg.get("tta_merge"))
+    if score_threshold == CALIBRATED:
+        fitted_with = (stored_calibration(str(source)) or {}).get("tta")
+        if fitted_with != ([str(v) for v in views] or None):
+            log.warning(
+                "The calibrated thresholds of %s were fitted with tta=%s, this run uses tta=%s: "
+                "scores differ between the two (refit with mrcnn evaluate and the same tta).",
+                source,
+                fitted_with or "false",
+                [str(v) for v in views] or "false",
+            )
+    return inference, categories, str(source)
 
 
 def keep_detections(inference: Inference, count: int, source: str | Path) -> None:

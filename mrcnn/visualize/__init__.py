@@ -13,7 +13,12 @@ from mrcnn.visualize.draw import (
     to_uint8_image,
 )
 from mrcnn.visualize.errors import ERROR_COLOURS, draw_errors, draw_marked
-from mrcnn.visualize.plots import figure_to_image, plot_confusion_matrix, plot_pr_curves
+from mrcnn.visualize.plots import (
+    figure_to_image,
+    plot_confusion_matrix,
+    plot_error_breakdown,
+    plot_pr_curves,
+)
 
 __all__ = [
     "ERROR_COLOURS",
@@ -27,6 +32,7 @@ __all__ = [
     "figure_to_image",
     "panel_grid",
     "plot_confusion_matrix",
+    "plot_error_breakdown",
     "plot_pr_curves",
     "save_png",
     "side_by_side",

@@ -31,6 +31,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from mrcnn.data.categories import Categories
+from mrcnn.evaluation.calibration import label_thresholds
 
 # Distinct, colour-blind-friendlier colours (Tableau 10 followed by lighter variants); label k
 # (1..K) gets PALETTE[k % len(PALETTE)]. Label 0 is background and is never drawn.
@@ -198,7 +199,7 @@ def draw_instances(
     masks: Tensor | None = None,
     scores: Tensor | None = None,
     categories: Categories | None = None,
-    score_threshold: float = 0.5,
+    score_threshold: float | dict[int, float] = 0.5,
     mask_threshold: float = 0.5,
     mask_alpha: float = 0.45,
     max_instances: int | None = None,
@@ -213,7 +214,7 @@ def draw_instances(
         scores: [N] or None (ground truth: everything drawn, no score shown). With scores, only
             instances with ``score >= score_threshold`` are drawn, highest score on top.
         categories: the data set's categories, for names.
-        score_threshold: minimum score drawn (predictions only).
+        score_threshold: minimum score drawn (predictions only); one per label when calibrated.
         mask_threshold: a pixel belongs to a float mask where its probability is above this.
         mask_alpha: opacity of the mask fill.
         max_instances: draw at most this many (the best-scoring ones): an early model's 100
@@ -231,7 +232,7 @@ def draw_instances(
         scores = torch.as_tensor(scores).detach().cpu().float().reshape(-1)
         if len(scores) != len(labels):
             raise ValueError(f"{len(labels)} labels but {len(scores)} scores.")
-        keep = torch.nonzero(scores >= score_threshold).flatten()
+        keep = torch.nonzero(scores >= label_thresholds(score_threshold, labels)).flatten()
         keep = keep[torch.argsort(scores[keep], stable=True)]  # lowest first, best drawn last
     if max_instances is not None:
         keep = keep[len(keep) - min(len(keep), max(0, max_instances)) :]
@@ -283,7 +284,7 @@ def draw_prediction(
     image: Tensor,
     prediction: dict[str, Tensor],
     categories: Categories | None = None,
-    score_threshold: float = 0.5,
+    score_threshold: float | dict[int, float] = 0.5,
     mask_threshold: float = 0.5,
     max_instances: int | None = None,
 ) -> Tensor:

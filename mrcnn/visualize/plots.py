@@ -122,3 +122,27 @@ def plot_confusion_matrix(
     if title:
         ax.set_title(title)
     return figure_to_image(figure)
+
+
+def plot_error_breakdown(errors: dict[str, Any], title: str = "") -> Tensor:
+    """TIDE's dAP per error type (:mod:`mrcnn.evaluation.tide`), one bar group per type and one
+    bar per IoU type (``errors``: IoU type -> ``TideErrors``); returns uint8 [3,H,W]."""
+    from mrcnn.evaluation.tide import MAIN_ERRORS, SPECIAL_ERRORS
+
+    kinds = [*MAIN_ERRORS, *SPECIAL_ERRORS]
+    figure = _figure(9.0, 3.8)
+    ax = figure.subplots()
+    width = 0.8 / max(1, len(errors))
+    for n, (iou_type, breakdown) in enumerate(errors.items()):
+        values = [breakdown.main[k] for k in MAIN_ERRORS] + [
+            breakdown.special[k] for k in SPECIAL_ERRORS
+        ]
+        positions = np.arange(len(kinds)) + (n - (len(errors) - 1) / 2) * width
+        bars = ax.bar(positions, values, width, label=f"{iou_type} (AP50 {breakdown.ap:.1f})")
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.axvline(len(MAIN_ERRORS) - 0.5, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(kinds)), kinds)
+    ax.set_ylabel("dAP (AP50 points gained if fixed)")
+    ax.legend(loc="upper left", fontsize=9)
+    ax.set_title(title or "Which errors cost the AP (TIDE)")
+    return figure_to_image(figure)

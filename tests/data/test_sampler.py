@@ -3,6 +3,7 @@
 import contextlib
 import math
 
+import numpy as np
 import pytest
 import torch
 from lightning.fabric.utilities.data import _replace_dunder_methods
@@ -10,7 +11,15 @@ from lightning.pytorch.utilities.data import _is_dataloader_shuffled, _update_da
 from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler
 
 from mrcnn.data import DetectionDataModule, ShapesDataset
-from mrcnn.data.sampler import GroupedBatchSampler
+from mrcnn.data.sampler import (
+    EpochBatchSampler,
+    EpochShuffle,
+    GroupedBatchSampler,
+    aspect_groups,
+    repeat_factors,
+)
+from mrcnn.errors import ConfigError
+from tests.tiny import TINY, assert_one_message, run_command
 
 
 class _Shapes(torch.utils.data.Dataset):
@@ -99,3 +108,107 @@ def test_order_is_a_function_of_seed_and_epoch_and_resumes_mid_epoch():
     # Each sample carries its augmentation seed: the same sample, the same augmentation.
     image, _ = datamodule.train_set[first[0][0]]
     assert torch.equal(image, datamodule.train_set[first[0][0]][0])
+
+
+class _Labelled(torch.utils.data.Dataset):
+    """Only labels and sizes: repeat factors never decode an image."""
+
+    def __init__(self, labels, sizes=None):
+        self.labels = labels
+        self.sizes = sizes or [(10, 20)] * len(labels)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        raise AssertionError("repeat factors must not load items")
+
+    def image_labels(self, index):
+        return self.labels[index]
+
+    def image_hw(self, index):
+        return self.sizes[index]
+
+
+# 10 images: class 1 in all but one, class 2 in two, class 3 in one, one image empty.
+HAND_MADE = [[1], [1, 1], [1], [1, 2], [1], [1, 2, 3], [1], [1], [1], []]
+
+
+def test_repeat_factors_equal_the_lvis_formula_on_a_hand_made_set():
+    factors = repeat_factors(_Labelled(HAND_MADE), threshold=0.3)
+    assert factors.image_fraction == {1: 0.9, 2: 0.2, 3: 0.1}
+    expected = {1: 1.0, 2: math.sqrt(0.3 / 0.2), 3: math.sqrt(0.3 / 0.1)}
+    assert factors.per_class == pytest.approx(expected)
+    # An image's factor is its rarest class's; an image without instances keeps 1.
+    per_image = [max((expected[c] for c in labels), default=1.0) for labels in HAND_MADE]
+    assert factors.per_image.tolist() == pytest.approx(per_image)
+    assert "triangle" not in factors.describe(["a", "b", "c"])  # names come from the caller
+    assert "c: in 10.0% of the images, repeat factor 1.73" in factors.describe(["a", "b", "c"])
+
+
+def test_bad_repeat_settings_are_named():
+    for bad in (0, 1.5, "x", True):
+        with pytest.raises(ConfigError, match=r"data\.repeat_threshold"):
+            repeat_factors(_Labelled(HAND_MADE), bad)
+    with pytest.raises(ConfigError, match=r"data\.sampler"):
+        DetectionDataModule(ShapesDataset(4, 32), sampler="balanced")
+
+
+def test_repeats_average_the_factors_at_a_fixed_epoch_length():
+    factors = repeat_factors(_Labelled(HAND_MADE), threshold=0.3).per_image
+    sampler = EpochBatchSampler(EpochShuffle(range(10), seed=1), 2, repeat_factors=factors)
+    counts, lengths = np.zeros(10), set()
+    for epoch in range(400):
+        sampler.sampler.set_epoch(epoch)
+        keys = [key for batch in sampler for key in batch]
+        lengths.add(len(keys))
+        for index, _ in keys:
+            counts[index] += 1
+        # Copies of an image within an epoch get augmentation seeds of their own.
+        assert len({seed for _, seed in keys}) == len(keys)
+    assert lengths == {round(10 * factors.mean())}  # every epoch the same length ...
+    assert len(sampler) == math.ceil(round(10 * factors.mean()) / 2)
+    # ... and each image seen its repeat factor times on average (cut/padding: a few %).
+    assert counts / 400 == pytest.approx(factors, rel=0.08)
+
+
+def test_repeat_factor_sampling_with_grouping_and_distributed_shards():
+    sizes = [(100, 200) if i % 3 else (200, 100) for i in range(10)]
+    dataset = _Labelled(HAND_MADE, sizes)
+    factors = repeat_factors(dataset, threshold=0.3).per_image
+    groups = aspect_groups(dataset)
+    per_rank = []
+    for rank in range(2):  # what Lightning's DistributedSampler gives each of 2 ranks
+        shard = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        sampler = GroupedBatchSampler(shard, 2, group_ids=groups, repeat_factors=factors)
+        batches = [[index for index, _ in batch] for batch in sampler]
+        assert len(batches) == len(sampler)
+        assert all(len({groups[i] for i in b}) == 1 for b in batches[:-2])
+        per_rank.append(batches)
+    assert len(per_rank[0]) == len(per_rank[1])  # no rank waits for a missing batch
+
+
+def test_the_datamodule_logs_each_class_factor_once(caplog):
+    shapes = ShapesDataset(40, 64, seed=0, class_weights=[1, 1, 0.1])
+    datamodule = DetectionDataModule(
+        shapes,
+        ShapesDataset(2, 64, seed=1),
+        batch_size=4,
+        num_workers=0,
+        sampler="repeat_factor",
+        repeat_threshold=0.5,
+    )
+    with caplog.at_level("INFO"):
+        datamodule.setup("fit")
+        datamodule.train_dataloader()
+        datamodule.train_dataloader()
+    lines = [r.message for r in caplog.records if "Repeat-factor sampling" in r.message]
+    assert len(lines) == 1
+    assert "triangle: in" in lines[0] and "circle: in" in lines[0]
+    loader = datamodule.train_dataloader()
+    assert loader.batch_sampler.repeat_factors == datamodule.repeat_factors.per_image.tolist()
+
+
+def test_train_names_a_bad_sampler_in_one_line(tmp_path):
+    done = run_command("mrcnn.train", *TINY, "data.sampler=balanced", cwd=tmp_path)
+    assert_one_message(done, "mrcnn train", "data.sampler='balanced'", "repeat_factor")

@@ -9,6 +9,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from mrcnn.data import CocoDataset, DetectionDataModule, MaskFolderDataset
 from mrcnn.data.targets import boxes_from_masks
 from mrcnn.data.transforms import PRESETS, build_transforms
+from mrcnn.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -84,5 +85,5 @@ def test_validation_is_never_augmented(pennfudan_dir):
 
 
 def test_unknown_preset_is_refused_up_front():
-    with pytest.raises(ValueError, match=r"Unknown augmentation preset 'flip'.*'lsj'"):
+    with pytest.raises(ConfigError, match=r"data\.augment=flip: give one preset of .*'lsj'"):
         build_transforms("flip")

@@ -381,3 +381,45 @@ def test_coco_ground_truth_without_bbox_and_area_is_completed_from_its_masks(bac
     ]
     metrics = evaluate_coco(ground_truth, results, iou_types=["bbox"], backend=backend)
     assert metrics["bbox_AP"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("backend", "dilation"),
+    [("pycocotools", 0.02), pytest.param("faster_coco_eval", 0.05, marks=pytest.mark.slow)],
+)
+def test_boundary_ap_equals_faster_coco_eval_run_alone_on_the_same_files(
+    coco_gt_path, generated, tmp_path, backend, dilation
+):
+    from faster_coco_eval import COCO as FasterCOCO
+    from faster_coco_eval import COCOeval_faster
+
+    masks_only = [{k: v for k, v in r.items() if k != "bbox"} for r in generated[3]]
+    results_path = tmp_path / "results.json"
+    results_path.write_text(json.dumps(masks_only))
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = FasterCOCO(str(coco_gt_path))
+        alone = COCOeval_faster(
+            gt,
+            gt.loadRes(str(results_path)),
+            iouType="boundary",
+            boundary_dilation_ratio=dilation,
+            print_function=print,
+        )
+        alone.evaluate()
+        alone.accumulate()
+        alone.summarize()
+    report = coco_report(
+        coco_gt_path,
+        json.loads(results_path.read_text()),
+        iou_types=["segm"],
+        backend=backend,
+        boundary_dilation=dilation,
+    )
+    ours = np.array([report.metrics[f"boundary_{name}"] for name in STAT_NAMES])
+    np.testing.assert_allclose(ours, np.asarray(alone.stats)[:12], rtol=0, atol=1e-9)
+    # Boundary IoU is the stricter: mask edges that a mask IoU forgives count here.
+    assert 0.05 < report.metrics["boundary_AP"] < report.metrics["segm_AP"]
+    assert set(report.per_class) == {"segm", "boundary"}
+    assert report.metrics["segm_AP"] == pytest.approx(
+        evaluate_coco(coco_gt_path, masks_only, iou_types=["segm"])["segm_AP"]
+    )
