@@ -32,6 +32,7 @@ from benchmarks.common import (
 # In figure order; each is benchmarks/<name>.py with run(args) and main().
 FIGURES = (
     "training",
+    "hardware",
     "validation",
     "data_pipeline",
     "evaluation",
