@@ -33,6 +33,7 @@ from benchmarks.common import (
 FIGURES = (
     "training",
     "hardware",
+    "cpu_levers",
     "validation",
     "data_pipeline",
     "evaluation",
