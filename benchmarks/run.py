@@ -32,6 +32,8 @@ from benchmarks.common import (
 # In figure order; each is benchmarks/<name>.py with run(args) and main().
 FIGURES = (
     "training",
+    "hardware",
+    "cpu_levers",
     "validation",
     "data_pipeline",
     "evaluation",

@@ -3,6 +3,7 @@ benchmarks and notebooks build runs with."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +32,7 @@ from mrcnn.evaluation.evaluator import CocoEvaluator
 from mrcnn.evaluation.ground_truth import ground_truth_for
 from mrcnn.loggers import build_loggers, quiet_lightning_tips
 from mrcnn.model.module import MaskRCNNModule
-from mrcnn.precision import resolve_precision
+from mrcnn.precision import resolve_precision, training_step_speedup
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,13 @@ def build_trainer(
     cfg: DictConfig,
     datamodule: DetectionDataModule | None = None,
     overrides: Sequence[str] = (),
+    module: MaskRCNNModule | None = None,
 ) -> L.Trainer:
     """The Lightning Trainer with the configured callbacks and loggers, and the callbacks a run
     is not correct without: the resume state (with ``overrides``, the command line), the
     validation random-state guard, the empty-epoch check, and (given the ``datamodule``)
-    validation metrics and image panels as ``evaluation`` says."""
+    validation metrics and image panels as ``evaluation`` says. Given the ``module``,
+    ``trainer.precision=auto`` times a step of its own model to decide on bf16."""
     check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     callbacks += [RunState(overrides), ValidationRandomStateGuard(), EmptyEpochCheck()]
@@ -89,7 +92,13 @@ def build_trainer(
         check_monitored_metrics(callbacks, cfg.evaluation)
     loggers = build_loggers(cfg.get("logger"))
     quiet_lightning_tips()
-    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
+    probe = None
+    if module is not None and cfg.get("data") is not None:
+        size, batch = int(cfg.data.image_size), int(cfg.data.batch_size)
+        probe = functools.partial(training_step_speedup, module.model, size, batch)
+    precision = resolve_precision(
+        cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"), bf16_speedup=probe
+    )
     # A progress bar written to a file or a pipe is a wall of carriage returns: there the
     # ProgressLog callback's lines take its place.
     progress_bar = bool(cfg.trainer.get("enable_progress_bar", True)) and stdout_is_terminal()

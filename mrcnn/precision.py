@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from functools import cache
 
@@ -77,11 +79,55 @@ def cpu_bf16_speedup(repeats: int = 5) -> float:
     return times[False] / times[True]
 
 
+# The probe of a run's own model: at most this many seconds of steps (a float32 step of R50-FPN at
+# 800 px takes seconds on a CPU), and at most this many steps of each precision.
+STEP_PROBE_BUDGET_S = 15.0
+STEP_PROBE_STEPS = 3
+
+
+def training_step_speedup(model: nn.Module, image_size: int, batch_size: int) -> float:
+    """float32 time / bf16-autocast time of a forward and backward pass of ``model`` itself
+    (a copy: the model's weights, BatchNorm statistics and gradients stay as they were) on
+    ``batch_size`` random images of ``image_size`` px with one object each, the steps of the
+    two precisions alternated, the best of up to :data:`STEP_PROBE_STEPS` each after a warm-up.
+
+    What the run will do, unlike a convolution alone: measured on an AMX Xeon, three bf16
+    convolutions ran 3.17x as fast as float32 while a whole step gained 1.45x (RoIAlign, NMS,
+    losses and copies do not speed up)."""
+    probe = copy.deepcopy(model).train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        images = [torch.rand(3, image_size, image_size) for _ in range(batch_size)]
+    mask = torch.zeros(1, image_size, image_size, dtype=torch.uint8)
+    quarter = image_size // 4
+    mask[:, quarter : 3 * quarter, quarter : 3 * quarter] = 1
+    box = torch.tensor([[quarter, quarter, 3 * quarter, 3 * quarter]], dtype=torch.float32)
+    target = {"boxes": box, "labels": torch.tensor([1]), "masks": mask}
+
+    def step(bf16: bool) -> float:
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):  # RoI sampling must not move the run's stream
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                losses = probe(images, [dict(target) for _ in images])
+            sum(losses.values()).backward()
+        probe.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    step(False), step(True)  # warm-up: first calls allocate and pick kernels
+    times: dict[bool, list[float]] = {False: [], True: []}
+    spent = 0.0
+    while len(times[True]) < STEP_PROBE_STEPS and (spent < STEP_PROBE_BUDGET_S or not times[True]):
+        for bf16 in (False, True):
+            times[bf16].append(step(bf16))
+            spent += times[bf16][-1]
+    return min(times[False]) / min(times[True])
+
+
 def resolve_precision(
     precision: str | int,
     accelerator: str = "auto",
     native_bf16: bool | None = None,
-    bf16_speedup: float | None = None,
+    bf16_speedup: float | Callable[[], float] | None = None,
     cuda_bf16: bool | None = None,
 ) -> str:
     """Lightning's precision string for the requested one on this device, with one log line.
@@ -97,7 +143,9 @@ def resolve_precision(
     (``cuda_bf16``, default :func:`cuda_has_native_bf16`: Ampere and later), else fp16 with a
     scaler; an explicit ``bf16`` on an older GPU is kept with a warning. On a CPU bf16
     autocast only with bf16 hardware and a probe step at least ``AUTO_BF16_MIN_SPEEDUP``
-    faster (``bf16_speedup``, default :func:`cpu_bf16_speedup`), else float32.
+    faster, else float32. ``bf16_speedup`` is that probe's answer, or a function that
+    measures it (training gives :func:`training_step_speedup` of its own model); default
+    :func:`cpu_bf16_speedup`, a convolution block.
     """
     asked = str(precision)
     cuda = _uses_cuda(str(accelerator))
@@ -120,12 +168,17 @@ def resolve_precision(
     elif asked == "auto" and not native_bf16:
         chosen, why = "32-true", "float32: no bf16 hardware on this CPU (no AVX512-BF16/AMX)"
     elif asked == "auto":
-        speedup = cpu_bf16_speedup() if bf16_speedup is None else bf16_speedup
+        if bf16_speedup is None:
+            speedup, probed = cpu_bf16_speedup(), "a probe convolution block"
+        elif callable(bf16_speedup):
+            speedup, probed = bf16_speedup(), "a training step of this run's model"
+        else:
+            speedup, probed = bf16_speedup, "the probe"
         faster = speedup >= AUTO_BF16_MIN_SPEEDUP
         chosen = "bf16-mixed" if faster else "32-true"
         why = (
-            f"this CPU has bf16 hardware and a probe training step ran {speedup:.2f}x as fast "
-            f"in bf16 as in float32 (bf16 is taken from {AUTO_BF16_MIN_SPEEDUP}x)"
+            f"this CPU has bf16 hardware and {probed} ran {speedup:.2f}x as fast in bf16 as in "
+            f"float32 (bf16 is taken from {AUTO_BF16_MIN_SPEEDUP}x)"
         )
     elif asked in _FP32:
         chosen, why = "32-true", "full float32"

@@ -63,7 +63,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
     check_image_files(datamodule.train_source, "training")
     check_image_files(datamodule.val_source, "validation")
     module = build_module(cfg, datamodule.categories)
-    trainer = build_trainer(cfg, datamodule, overrides)
+    trainer = build_trainer(cfg, datamodule, overrides, module)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from mrcnn.deploy.export_transform import with_eager_size_transform
 from mrcnn.deploy.sidecar import FORMATS, ExportError, write_sidecar
 from mrcnn.errors import ConfigError
+from mrcnn.model.roi_align import torchvision_poolers
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class SingleImageDetector(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = with_eager_size_transform(model)
+        # TorchScript compiles torchvision's RoIAlign (ONNX's RoiAlign), not mrcnn's CPU one.
+        self.model = with_eager_size_transform(torchvision_poolers(model))
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if torch.jit.is_scripting():

@@ -34,11 +34,11 @@ from torchvision.models.detection.faster_rcnn import (
     TwoMLPHead,
 )
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from mrcnn.errors import ConfigError, UserError
+from mrcnn.model.roi_align import MultiScaleRoIAlign
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,9 @@ def build_maskrcnn(
         mask_head_convs: 3x3 convolutions in the mask head (torchvision: 4).
         rpn_conv_depth: 3x3 convolutions in the RPN head (v1: 1, v2: 2).
         roi_sampling_ratio: bilinear samples per RoI bin side in the box and mask RoIAlign
-            (torchvision: 2). torchvision's CPU ``roi_align`` backward is single-threaded: it
-            took about a third of a training step of the default model (docs/benchmarks.md),
-            and 1 sample per side roughly halves it.
+            (torchvision: 2). On the CPU, RoIAlign is :mod:`mrcnn.model.roi_align` (parallel,
+            bf16, torchvision's values); torchvision's serial kernel took about a third of a
+            training step of the default model, and 1 sample per side roughly halved it.
         load_weights: False builds the same architecture without fetching any weights (used
             when a checkpoint's own state dict is loaded right after).
         detector_kwargs: ``MaskRCNN`` keyword arguments: ``min_size``, ``max_size``, RPN and
