@@ -25,7 +25,7 @@ from mrcnn.data.preflight import check_image_files
 from mrcnn.distributed import is_launched_rank_zero, lightning_starts_the_ranks
 from mrcnn.errors import ConfigError
 from mrcnn.loggers import finishing_runs, log_hyperparams
-from mrcnn.resume import resolve_ckpt_path, resume_overrides
+from mrcnn.resume import check_run_folder_is_free, resolve_ckpt_path, resume_overrides
 from mrcnn.task import command
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,12 @@ def _final_metrics(metrics: dict[str, float]) -> dict[str, float]:
     }
 
 
+def _checkpoint_dirs(cfg: DictConfig, output_dir: Path) -> list[Path]:
+    """Where this run's checkpoints go: ``<run dir>/checkpoints`` and any configured ``dirpath``."""
+    callbacks = (cfg.get("callbacks") or {}).values()
+    return [output_dir / "checkpoints", *(Path(c.dirpath) for c in callbacks if c.get("dirpath"))]
+
+
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
     """Train as configured and return the final logged metrics (``trainer.callback_metrics``).
 
@@ -54,6 +60,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if is_launched_rank_zero():  # the other processes start once rank zero has checked
+        check_run_folder_is_free(output_dir, _checkpoint_dirs(cfg, output_dir), ckpt_path)
     # mrcnn's data module does resume mid-epoch (it skips the batches done); Lightning cannot
     # see that and would warn that the epoch restarts.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
