@@ -3,6 +3,7 @@ does not write into another run's folder."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,6 +11,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from mrcnn.callbacks import saved_overrides
 from mrcnn.errors import ConfigError
+from mrcnn.preemption import slurm_restart_count
+
+log = logging.getLogger(__name__)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> Path | None:
@@ -45,6 +49,18 @@ def resume_overrides(ckpt_path: Path, overrides: list[str]) -> list[str]:
         if p.key_or_group not in given
     ]
     return [*kept, *overrides]
+
+
+def requeued_checkpoint(output_dir: str | Path) -> Path | None:
+    """``<output_dir>/checkpoints/last.ckpt`` when SLURM restarted this job (it requeued it
+    after a stop signal or a pre-emption, and runs the same command again): the job continues
+    where it stopped, as if it had been given ``ckpt_path=last``. None otherwise."""
+    restarts = slurm_restart_count()
+    path = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if restarts == 0 or not path.is_file():
+        return None
+    log.info("SLURM restarted this job (SLURM_RESTART_COUNT=%d): resuming from %s.", restarts, path)
+    return path
 
 
 def check_run_folder_is_free(

@@ -19,13 +19,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrcnn.argv import prepare_command_line
 from mrcnn.builders import build_datamodule, build_module, build_trainer, plain
-from mrcnn.callbacks import validated_step
+from mrcnn.callbacks import stops_reported, validated_step
 from mrcnn.config import CONFIG_DIR
 from mrcnn.data.preflight import check_image_files
 from mrcnn.distributed import is_launched_rank_zero, lightning_starts_the_ranks
 from mrcnn.errors import ConfigError
 from mrcnn.loggers import finishing_runs, log_hyperparams
-from mrcnn.resume import check_run_folder_is_free, resolve_ckpt_path, resume_overrides
+from mrcnn.resume import (
+    check_run_folder_is_free,
+    requeued_checkpoint,
+    resolve_ckpt_path,
+    resume_overrides,
+)
 from mrcnn.task import command
 
 log = logging.getLogger(__name__)
@@ -56,10 +61,16 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
     ``overrides`` are the command-line overrides behind ``cfg``; checkpoints keep them, so that
     resuming from one rebuilds the same config (see :func:`main`). Under DDP every process runs
     this; only rank zero writes files (config, logs, checkpoints, TensorBoard).
+
+    A run told to stop (SIGUSR1, SIGTERM) raises :class:`~mrcnn.preemption.RunStopped` once its
+    step is saved; a run that fails leaves its last completed step too (see
+    :class:`~mrcnn.callbacks.ModelCheckpoint`).
     """
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir) or requeued_checkpoint(
+        output_dir
+    )
     if is_launched_rank_zero():  # the other processes start once rank zero has checked
         check_run_folder_is_free(output_dir, _checkpoint_dirs(cfg, output_dir), ckpt_path)
     # mrcnn's data module does resume mid-epoch (it skips the batches done); Lightning cannot
@@ -76,7 +87,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     if ckpt_path is not None:
         log.info("Resuming from %s.", ckpt_path)
-    with finishing_runs(trainer.loggers):
+    with finishing_runs(trainer.loggers), stops_reported(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         if validated_step(trainer) != trainer.global_step and trainer.limit_val_batches:
             # The returned metrics (and a sweep's objective) must describe the final weights.
