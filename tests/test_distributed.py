@@ -87,7 +87,7 @@ def test_two_process_ddp_writes_one_run_and_keeps_ranks_identical(tmp_path):
     single = evaluate(
         compose_config(
             [
-                f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                f"model_path={run_dir / 'checkpoints' / 'last.ckpt'}",
                 *TINY_DATA,
                 "data.val.num_images=3",
                 f"output={tmp_path / 'metrics.json'}",
