@@ -19,6 +19,7 @@ from mrcnn.callbacks import (
     EmptyEpochCheck,
     ImagePanels,
     RunState,
+    StopOnSignal,
     ValidatedStep,
     ValidationRandomStateGuard,
     stdout_is_terminal,
@@ -79,13 +80,14 @@ def build_trainer(
     module: MaskRCNNModule | None = None,
 ) -> L.Trainer:
     """The Lightning Trainer with the configured callbacks and loggers, and the callbacks a run
-    is not correct without: the resume state (with ``overrides``, the command line), the
-    validation random-state guard, the empty-epoch check, and (given the ``datamodule``)
-    validation metrics and image panels as ``evaluation`` says. Given the ``module``,
-    ``trainer.precision=auto`` times a step of its own model to decide on bf16."""
+    is not correct without: the resume state (with ``overrides``, the command line), the stop on
+    a signal, the validation random-state guard, the empty-epoch check, and (given the
+    ``datamodule``) validation metrics and image panels as ``evaluation`` says. Given the
+    ``module``, ``trainer.precision=auto`` times a step of its own model to decide on bf16."""
     check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    callbacks += [RunState(overrides), ValidationRandomStateGuard(), EmptyEpochCheck()]
+    callbacks += [RunState(overrides), StopOnSignal()]
+    callbacks += [ValidationRandomStateGuard(), EmptyEpochCheck()]
     callbacks += [ValidatedStep()]
     if datamodule is not None and cfg.get("evaluation") and cfg.trainer.limit_val_batches:
         callbacks += validation_callbacks(cfg.evaluation, datamodule)

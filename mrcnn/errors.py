@@ -45,11 +45,17 @@ def find_user_error(error: BaseException) -> BaseException | None:
 
 
 def user_message(error: BaseException) -> str:
-    """The text shown for a user error: its own message, with the fix for an unset value.
+    """The text shown for a user error: its own message, with the fix for an unset value, and
+    its notes (what a failed run left to resume from).
 
     A user error raised in a data loader worker comes back from torch as the same type whose
     message is "Caught X in DataLoader worker process N. Original Traceback ... X: <message>":
     the user sees the ``<message>`` alone, as in the main process."""
+    notes = [str(note) for note in getattr(error, "__notes__", [])]
+    return " ".join([_own_message(error), *notes])
+
+
+def _own_message(error: BaseException) -> str:
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or "a required value"
         return f"The config key {key} has no value (???): set it on the command line, {key}=..."

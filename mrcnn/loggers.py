@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, W
 from torch import Tensor
 
 from mrcnn.errors import ConfigError
+from mrcnn.tracking_store import prepare_mlflow_store
 
 # The package each optional logger imports, by class name (Lightning imports it only when the
 # logger is built, and then fails with a bare "Requirement 'mlflow>=1.0.0' not met").
@@ -58,7 +59,8 @@ def quiet_lightning_tips() -> None:
 
 def build_loggers(nodes: Mapping[str, Any] | None) -> list[Logger]:
     """The configured loggers (the ``logger`` group: a dict of named ``_target_`` nodes), each
-    checked first for the package it needs, so a missing one is one clear message."""
+    checked first for the package it needs, so a missing one is one clear message; a local
+    MLflow store is created first, once (:mod:`mrcnn.tracking_store`)."""
     loggers = []
     for name, node in (nodes or {}).items():
         target = str(node.get("_target_", ""))
@@ -67,6 +69,12 @@ def build_loggers(nodes: Mapping[str, Any] | None) -> list[Logger]:
             for key, value in TRACKING_ENVIRONMENT[package].items():
                 os.environ.setdefault(key, value)
             require_package(name, package)
+        if package == "mlflow":  # runs that start together must not create the store together
+            prepare_mlflow_store(
+                node.get("tracking_uri"),
+                node.get("experiment_name", "lightning_logs"),
+                node.get("artifact_location"),
+            )
         loggers.append(instantiate(node))
     return loggers
 

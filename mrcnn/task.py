@@ -5,6 +5,10 @@ data loader worker, prints one message on stderr (``mrcnn train: error: ...``), 
 file, and exits with status 1 (:data:`~mrcnn.errors.EXIT_USER_ERROR`). ``HYDRA_FULL_ERROR=1``
 shows the traceback instead, as it does for Hydra's own errors. Anything else is a bug and keeps
 its traceback.
+
+A run stopped by a signal (:class:`~mrcnn.preemption.RunStopped`) is no error: one message says
+which step is saved and how to continue, the signal's previous handler or SLURM's requeue takes
+over, and the exit status is 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import TypeVar
 from omegaconf import DictConfig
 
 from mrcnn.errors import EXIT_USER_ERROR, find_user_error, user_message
+from mrcnn.preemption import RunStopped
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +41,16 @@ def command(
         def run(cfg: DictConfig) -> Result:
             try:
                 return task(cfg)
+            except RunStopped as stopped:
+                report(name, user_message(stopped), logging.WARNING)
+                sys.exit(stopped.hand_over())
             except Exception as error:
                 cause = reportable_user_error(error)
                 if cause is None:
                     raise
-                report_user_error(name, user_message(cause))
+                # Notes on the exception Lightning re-raised (the step a failed run saved).
+                notes = [] if cause is error else getattr(error, "__notes__", [])
+                report_user_error(name, " ".join([user_message(cause), *notes]))
                 sys.exit(EXIT_USER_ERROR)
 
         return run
@@ -58,8 +68,13 @@ def reportable_user_error(error: BaseException) -> BaseException | None:
 
 def report_user_error(name: str, message: str) -> None:
     """``<name>: error: <message>`` on stderr, and in the log file (not twice on screen)."""
-    print(f"{name}: error: {message}", file=sys.stderr, flush=True)
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    report(name, f"error: {message}", logging.ERROR)
+
+
+def report(name: str, message: str, level: int) -> None:
+    """``<name>: <message>`` on stderr, and in the log file at ``level``."""
+    print(f"{name}: {message}", file=sys.stderr, flush=True)
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)

@@ -19,14 +19,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrcnn.argv import prepare_command_line
 from mrcnn.builders import build_datamodule, build_module, build_trainer, plain
-from mrcnn.callbacks import CocoMetrics, validated_step
+from mrcnn.callbacks import CocoMetrics, stops_reported, validated_step
 from mrcnn.config import CONFIG_DIR
 from mrcnn.data.preflight import check_image_files
 from mrcnn.distributed import is_launched_rank_zero, lightning_starts_the_ranks
 from mrcnn.errors import ConfigError
 from mrcnn.evaluation.calibration import store_in_checkpoint
 from mrcnn.loggers import finishing_runs, log_hyperparams
-from mrcnn.resume import resolve_ckpt_path, resume_overrides
+from mrcnn.resume import (
+    check_run_folder_is_free,
+    requeued_checkpoint,
+    resolve_ckpt_path,
+    resume_overrides,
+)
 from mrcnn.task import command
 
 log = logging.getLogger(__name__)
@@ -45,16 +50,30 @@ def _final_metrics(metrics: dict[str, float]) -> dict[str, float]:
     }
 
 
+def _checkpoint_dirs(cfg: DictConfig, output_dir: Path) -> list[Path]:
+    """Where this run's checkpoints go: ``<run dir>/checkpoints`` and any configured ``dirpath``."""
+    callbacks = (cfg.get("callbacks") or {}).values()
+    return [output_dir / "checkpoints", *(Path(c.dirpath) for c in callbacks if c.get("dirpath"))]
+
+
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
     """Train as configured and return the final logged metrics (``trainer.callback_metrics``).
 
     ``overrides`` are the command-line overrides behind ``cfg``; checkpoints keep them, so that
     resuming from one rebuilds the same config (see :func:`main`). Under DDP every process runs
     this; only rank zero writes files (config, logs, checkpoints, TensorBoard).
+
+    A run told to stop (SIGUSR1, SIGTERM) raises :class:`~mrcnn.preemption.RunStopped` once its
+    step is saved; a run that fails leaves its last completed step too (see
+    :class:`~mrcnn.callbacks.ModelCheckpoint`).
     """
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir) or requeued_checkpoint(
+        output_dir
+    )
+    if is_launched_rank_zero():  # the other processes start once rank zero has checked
+        check_run_folder_is_free(output_dir, _checkpoint_dirs(cfg, output_dir), ckpt_path)
     # mrcnn's data module does resume mid-epoch (it skips the batches done); Lightning cannot
     # see that and would warn that the epoch restarts.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
@@ -69,7 +88,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     if ckpt_path is not None:
         log.info("Resuming from %s.", ckpt_path)
-    with finishing_runs(trainer.loggers):
+    with finishing_runs(trainer.loggers), stops_reported(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         if validated_step(trainer) != trainer.global_step and trainer.limit_val_batches:
             # The returned metrics (and a sweep's objective) must describe the final weights.

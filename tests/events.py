@@ -28,3 +28,13 @@ def series(run_dir: Path, tag: str) -> dict[int, float]:
     if tag not in accumulator.Tags()["scalars"]:
         return {}
     return {event.step: event.value for event in accumulator.Scalars(tag)}
+
+
+def writer(run_dir: Path) -> str:
+    """``<host>.<pid>`` of the one process that wrote a run's event files (named
+    ``events.out.tfevents.<time>.<host>.<pid>.<n>``; a run's final hyper-parameters open a
+    second file), so that a test sees that two runs did not write into one folder."""
+    names = [p.name for p in (run_dir / "tensorboard").glob("events.out.tfevents.*")]
+    assert names, "no event file"
+    (found,) = {name.split(".", 4)[4].rsplit(".", 1)[0] for name in names}
+    return found

@@ -1,5 +1,5 @@
 """Callbacks for tests that run real training processes: each rank saves its weights and loss;
-one rank's batch turns NaN; a run waits where a test kills it.
+one rank's batch turns NaN; a run waits where a test kills it, signals it or breaks its data.
 
 Added to a real ``python -m mrcnn.train`` run like any callback, through the config:
 ``+callbacks.rank_weights._target_=tests.rank_weights.SaveWeightsPerRank
@@ -66,3 +66,26 @@ class PauseAfterStep(Callback):
             for logger in trainer.loggers:
                 logger.save()
             time.sleep(self.seconds)
+
+
+class WaitAtStep(Callback):
+    """Holds a fresh (not resumed) run after optimizer step ``step``, before the next batch's
+    forward, until the test says go: it writes ``<dirpath>/waiting`` and waits for
+    ``<dirpath>/go``. The test acts in between (sends a signal, breaks files) on a run that is
+    known to be there, however slow the machine."""
+
+    def __init__(self, step: int, dirpath: str, timeout: float = 600.0) -> None:
+        self.step = step
+        self.dirpath = Path(dirpath)
+        self.timeout = timeout
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step != self.step or trainer.ckpt_path is not None:
+            return
+        for logger in trainer.loggers:
+            logger.save()
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        (self.dirpath / "waiting").touch()
+        deadline = time.monotonic() + self.timeout
+        while not (self.dirpath / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
