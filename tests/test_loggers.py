@@ -12,7 +12,11 @@ import pytest
 
 from tests.tiny import PROJECT_ROOT, TINY, run_train
 
-PER_CLASS_COLUMNS = ["class", "bbox AP", "bbox AP50", "segm AP", "segm AP50"]
+# Box, mask and boundary AP (evaluation.boundary_dilation, on by default) per class.
+PER_CLASS_COLUMNS = [
+    "class",
+    *(f"{kind} {stat}" for kind in ("bbox", "segm", "boundary") for stat in ("AP", "AP50")),
+]
 CLASSES = {"circle", "square", "triangle"}
 
 

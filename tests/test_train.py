@@ -75,12 +75,15 @@ def test_summed_loss_falls_when_overfitting_two_images(tmp_path):
             *TINY,
             "data.train.num_images=2",
             "data.train.empty_fraction=0",
-            "trainer.val_check_interval=40",
+            "trainer.val_check_interval=60",
             "data.augment=none",
-            "trainer.max_steps=40",
+            # Why 60 steps at 0.04: at 0.08 for 40 steps the last/first loss ratio swung from
+            # 0.21 to 0.43 between seeds and with float32 rounding alone (a RoIAlign equal to
+            # torchvision's within 1e-6); at 0.04 for 60 steps it was 0.13-0.23 (3 seeds, both).
+            "trainer.max_steps=60",
             "scheduler=constant",
             "scheduler.warmup_steps=5",
-            "optimizer.lr=0.08",  # per 16 images: 0.01 for these batches of 2
+            "optimizer.lr=0.04",  # per 16 images: 0.005 for these batches of 2
             "callbacks=none",
         ],
         output_dir=tmp_path,
@@ -88,7 +91,7 @@ def test_summed_loss_falls_when_overfitting_two_images(tmp_path):
     train(cfg)
     losses = scalars(tmp_path)["train/loss_step"]
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    assert last < 0.35 * first, f"loss went from {first:.3f} to {last:.3f} in 40 steps"
+    assert last < 0.35 * first, f"loss went from {first:.3f} to {last:.3f} in 60 steps"
 
 
 class _NaNImages(Dataset):
