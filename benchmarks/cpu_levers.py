@@ -6,7 +6,8 @@ alternation (the first step of each block dropped):
 
 - ``torchvision``: torchvision's serial CPU RoIAlign, NCHW weights (what mrcnn ran before);
 - ``roi_align``: mrcnn's parallel RoIAlign (:mod:`mrcnn.model.roi_align`), NCHW;
-- ``channels_last``: mrcnn's RoIAlign and ``model.channels_last=true``;
+- ``channels_last``: mrcnn's RoIAlign and the weights in channels_last (what
+  ``'callbacks=[default,channels_last]'`` does);
 - ``fused``: as ``channels_last`` with ``optimizer.fused=true`` (PyTorch's fused AdamW).
 
 Each runs in float32 and, on a CPU with bf16 hardware, in bf16 autocast (what

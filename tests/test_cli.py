@@ -6,6 +6,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -40,6 +41,8 @@ def test_an_unknown_command_names_the_choices(tmp_path):
     assert "unknown command 'trian'" in done.stderr and "train, evaluate" in done.stderr
 
 
+# slow: 72 s alone (a Python start per command and flag); the default suite stays under 15 min
+@pytest.mark.slow
 def test_every_command_keeps_hydras_help_and_cfg(tmp_path):
     for name in COMMANDS:
         done = mrcnn(name, "--help", cwd=tmp_path)
@@ -91,6 +94,8 @@ def test_train_help_lists_config_groups_and_cfg_job_prints_config(tmp_path):
     assert not (tmp_path / "outputs").exists(), "--help/--cfg must not start a run"
 
 
+# slow: 56 s alone (every installed script started); the default suite stays under 15 min
+@pytest.mark.slow
 def test_installed_scripts_find_their_config(tmp_path):
     """Every ``[project.scripts]`` entry works as ``python -m`` does, ``model=FILE`` included
     (scripts once failed with "Primary config module 'conf' not found")."""

@@ -64,8 +64,6 @@ class MaskRCNNModule(L.LightningModule):
         lr_reference_batch: the global batch (images per optimizer step) that
             ``optimizer.lr`` is given for; the optimizer then runs with ``lr * global batch /
             lr_reference_batch`` (:func:`~mrcnn.model.schedule.lr_for_run`). None: ``lr`` as is.
-        channels_last: the model's convolution weights in channels_last (NHWC) memory, which
-            oneDNN's bf16 kernels (AVX512-BF16, AMX) run best on; activations follow.
         load_weights: False skips fetching pretrained weights (the checkpoint has them).
     """
 
@@ -79,7 +77,6 @@ class MaskRCNNModule(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         on_nonfinite_loss: str = "raise",
         lr_reference_batch: int | None = None,
-        channels_last: bool = False,
         load_weights: bool = True,
     ) -> None:
         super().__init__()
@@ -104,8 +101,6 @@ class MaskRCNNModule(L.LightningModule):
             **backbone,
             **(detector or {}),
         )
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         # Set by the callbacks that use validation detections (metrics, image panels).
         self.detect_in_validation = False
         self.skipped_batches = 0

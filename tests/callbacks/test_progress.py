@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.tiny import TINY_DATA
 
 PROGRESS = re.compile(
@@ -13,6 +15,8 @@ PROGRESS = re.compile(
 )
 
 
+# slow: 41 s alone (a real run with its output piped); the default suite stays under 15 min
+@pytest.mark.slow
 def test_redirected_stdout_and_train_log_get_progress_lines(tmp_path):
     stdout = tmp_path / "run.log"
     with stdout.open("w") as sink:

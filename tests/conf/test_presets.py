@@ -20,6 +20,8 @@ def scalar_steps(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in accumulator.Reload().Scalars(tag)]
 
 
+# slow: 27 s alone; the default suite stays under 15 min
+@pytest.mark.slow
 def test_debug_fast_dev_run_runs_one_batch_and_writes_nothing_else(tmp_path):
     run_train("debug=fast_dev_run", *TINY_DATA, cwd=tmp_path)
     (run_dir,) = (tmp_path / "outputs" / "debug").glob("????-??-??/??-??-??")
@@ -138,7 +140,8 @@ REAL_DATA_TINY = [
         # test_every_experiment_composes resolves.
         pytest.param("pennfudan_r50_fpn", marks=pytest.mark.slow),
         pytest.param("coco128_r50_fpn", marks=pytest.mark.slow),
-        "stardist_nuclei",  # the only test that reads conf/data/stardist.yaml's TIFFs
+        # The only test that reads conf/data/stardist.yaml's TIFFs; 47 s alone.
+        pytest.param("stardist_nuclei", marks=pytest.mark.slow),
     ],
 )
 def test_real_data_experiment_trains_two_steps(name, data_dir, tmp_path):

@@ -101,6 +101,8 @@ def test_check_reports_a_broken_json(capsys, tmp_path):
     assert status == 1 and "instances.json is not valid json" in out
 
 
+# slow: 26 s alone; the default suite stays under 15 min
+@pytest.mark.slow
 def test_two_training_steps_on_pennfudan(tmp_path, pennfudan_dir):
     cfg = compose_config(
         [
