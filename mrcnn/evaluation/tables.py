@@ -28,7 +28,7 @@ def format_per_class_table(report: CocoReport) -> str:
     """Per-class AP and AP50 (percent) for each IoU type, one row per class, worst first."""
     columns, rows = per_class_table(report)
     width = max([len(str(row[0])) for row in rows] + [5])
-    cells = [11 if index % 2 else 12 for index in range(1, len(columns))]  # AP, AP50 widths
+    cells = [max(11, len(title) + 2) for title in columns[1:]]  # 'boundary AP50' needs 15
     titles = zip(columns[1:], cells, strict=True)
     header = f"{'class':<{width}}" + "".join(f"{title:>{w}}" for title, w in titles)
     lines = [header]
