@@ -8,9 +8,10 @@ with the default recipe (model, optimizer, schedule) shortened to ``--steps`` op
 ``--images`` training images, the same schedule for every variant, for each seed in ``--seeds``,
 run one after the other. Reported per run: the rare class's (triangle) mask AP and AP50, the mean
 mask AP, wall time, CPU minutes of the run (user + system of the subprocess) and the load
-average; the machine is shared, so compare steps, not wall times.
+average. The seeds of a variant run side by side, one thread each (two seeds fill the two
+cores); every variant runs the same way, so their CPU minutes compare.
 
-    python -m benchmarks.rare_classes                       # 3 variants x 2 seeds (~40 min)
+    python -m benchmarks.rare_classes                       # 3 variants x 2 seeds (~30 min)
     python -m benchmarks.rare_classes --variants baseline repeat_factor --seeds 0
     python -m benchmarks.rare_classes --quick               # a smoke run of a few steps
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -57,30 +57,31 @@ def runs_dir(quick: bool) -> Path:
     return RUNS_DIR.with_name("rare_classes_quick") if quick else RUNS_DIR
 
 
-def train_run(run_dir: Path, overrides: list[str], threads: int = 1) -> dict[str, Any]:
-    """One ``mrcnn train`` subprocess (``threads`` torch threads): wall time, CPU minutes, load
-    before and after."""
+def start_run(run_dir: Path, overrides: list[str], threads: int = 1) -> subprocess.Popen:
+    """One ``mrcnn train`` subprocess (``threads`` torch threads), started and not waited for."""
     command = [sys.executable, "-m", "mrcnn.train", f"hydra.run.dir={run_dir}", *overrides]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    load_before = os.getloadavg()[0]
-    start = time.time()
-    done = subprocess.run(
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
         command,
         cwd=ROOT,
-        capture_output=True,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=(run_dir / "stderr.log").open("w"),
         env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(threads)},
-        check=False,
     )
+
+
+def wait_run(process: subprocess.Popen, run_dir: Path, start: float) -> dict[str, Any]:
+    """Wall time and CPU minutes (user + system, its loader workers included) of a run from
+    :func:`start_run`; ``os.wait4`` keeps each run's CPU time apart from its neighbour's."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.time() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if process.returncode != 0:
+        stderr = (run_dir / "stderr.log").read_text()
+        raise RuntimeError(f"{' '.join(process.args)} failed:\n{stderr[-3000:]}")
     return {
         "wall_min": round(wall / 60, 2),
-        "cpu_min": round(cpu / 60, 2),
-        "load_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpu_min": round((usage.ru_utime + usage.ru_stime) / 60, 2),
     }
 
 
@@ -95,10 +96,9 @@ def final_metrics(run_dir: Path) -> dict[str, float]:
     }
 
 
-def measure(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    what, extra = VARIANTS[variant]
+def overrides_for(variant: str, seed: int, args: argparse.Namespace) -> list[str]:
     steps = 4 if args.quick else args.steps
-    overrides = [
+    return [
         *IMBALANCED,
         f"data.train.num_images={8 if args.quick else args.images}",
         f"trainer.max_steps={steps}",
@@ -108,36 +108,51 @@ def measure(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
         "evaluation.image_panels=0",
         f"seed={seed}",
         *(QUICK if args.quick else []),
-        *extra,
+        *VARIANTS[variant][1],
     ]
-    run_dir = args.work_dir / ("quick" if args.quick else "") / f"{variant}_s{seed}"
-    if run_dir.exists():  # a rerun: an old run's events would mix into the new run's
-        shutil.rmtree(run_dir)
-    timing = train_run(run_dir, overrides, args.threads)
-    metrics = final_metrics(run_dir)
-    row = {
-        "variant": variant,
-        "what": what,
-        "seed": seed,
-        "steps": steps,
-        "rare_segm_AP": round(metrics.get(f"segm_AP/{RARE}", -1), 4),
-        "rare_segm_AP50": round(metrics.get(f"segm_AP50/{RARE}", -1), 4),
-        "segm_AP": round(metrics.get("segm_AP", -1), 4),
-        "per_class_segm_AP": {
-            name.split("/", 1)[1]: round(value, 4)
-            for name, value in metrics.items()
-            if name.startswith("segm_AP/")
-        },
-        **timing,
-        "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
-        "overrides": overrides,
-        "machine": machine(),
-    }
-    runs = runs_dir(args.quick)
-    runs.mkdir(parents=True, exist_ok=True)
-    (runs / f"{variant}_s{seed}.json").write_text(json.dumps(row, indent=2) + "\n")
-    print(json.dumps({k: row[k] for k in list(row)[:11]}), flush=True)
-    return row
+
+
+def measure(variant: str, seeds: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The variant's runs, one per seed, side by side (one thread each: the machine's two cores
+    run two seeds in the time of one)."""
+    runs = {}
+    load_before = os.getloadavg()[0]
+    for seed in seeds:
+        run_dir = args.work_dir / ("quick" if args.quick else "") / f"{variant}_s{seed}"
+        if run_dir.exists():  # a rerun: an old run's events would mix into the new run's
+            shutil.rmtree(run_dir)
+        overrides = overrides_for(variant, seed, args)
+        runs[seed] = (run_dir, overrides, start_run(run_dir, overrides, args.threads), time.time())
+    rows = []
+    for seed, (run_dir, overrides, process, start) in runs.items():
+        timing = wait_run(process, run_dir, start)
+        metrics = final_metrics(run_dir)
+        row = {
+            "variant": variant,
+            "what": VARIANTS[variant][0],
+            "seed": seed,
+            "steps": 4 if args.quick else args.steps,
+            "rare_segm_AP": round(metrics.get(f"segm_AP/{RARE}", -1), 4),
+            "rare_segm_AP50": round(metrics.get(f"segm_AP50/{RARE}", -1), 4),
+            "segm_AP": round(metrics.get("segm_AP", -1), 4),
+            "per_class_segm_AP": {
+                name.split("/", 1)[1]: round(value, 4)
+                for name, value in metrics.items()
+                if name.startswith("segm_AP/")
+            },
+            **timing,
+            "load_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "side_by_side": len(seeds),
+            "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+            "overrides": overrides,
+            "machine": machine(),
+        }
+        out = runs_dir(args.quick)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{variant}_s{seed}.json").write_text(json.dumps(row, indent=2) + "\n")
+        print(json.dumps({k: row[k] for k in list(row)[:11]}), flush=True)
+        rows.append(row)
+    return rows
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -187,9 +202,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.json is None:
         args.json = RESULTS_DIR / ("rare_classes_quick.json" if args.quick else "rare_classes.json")
     if not args.collect:
-        for seed in args.seeds:  # seeds outside: an interrupted run still has whole pairs
-            for variant in args.variants:
-                measure(variant, seed, args)
+        for variant in args.variants:
+            measure(variant, args.seeds, args)
     rows = [json.loads(path.read_text()) for path in sorted(runs_dir(args.quick).glob("*.json"))]
     order = list(VARIANTS)
     rows.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))

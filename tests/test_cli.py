@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mrcnn.cli import COMMANDS
+from mrcnn.precision import cpu_has_native_bf16
 from tests.tiny import TINY, assert_one_message, checkout_env, run_module, run_train
 
 
@@ -60,7 +61,7 @@ def test_design_card_command_trains_and_writes_the_outputs_layout(tmp_path):
     )  # fmt: skip
     output = result.stdout + result.stderr
     # bf16 autocast where the CPU has bf16 hardware, float32 where bf16 would be emulated
-    chosen = "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+    chosen = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
     assert f"trainer.precision=16 on CPU -> {chosen}" in output
     assert "litlogger" not in output  # Lightning's advertisement at every start
     (run_dir,) = (tmp_path / "outputs").glob("????-??-??/??-??-??")

@@ -10,7 +10,10 @@ import math
 import torch
 import torchvision
 from torch import Tensor, nn
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+
+from mrcnn.deploy.export_ops import traced_paste_masks
 
 
 @torch.jit.unused
@@ -31,7 +34,7 @@ def _traced_resize_size(image: Tensor, min_size: float, max_size: float) -> list
 
 class EagerSizeTransform(GeneralizedRCNNTransform):
     """torchvision's input transform (eval mode), resizing every image to the size eager PyTorch
-    gives it.
+    gives it, and pasting masks without a loop while exporting to ONNX.
 
     torchvision computes the resize scale in float64 in eager mode (Python floats) but in
     float32 when scripted or traced (``transform._resize_image_and_masks``), and the traced
@@ -59,6 +62,30 @@ class EagerSizeTransform(GeneralizedRCNNTransform):
             image[None], size=size, mode="bilinear", align_corners=False
         )[0]
         return image, target
+
+    def postprocess(
+        self,
+        result: list[dict[str, Tensor]],
+        image_shapes: list[tuple[int, int]],
+        original_image_sizes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """torchvision's (boxes back to the image's size, masks pasted into it), pasting the
+        masks by :func:`~mrcnn.deploy.export_ops.paste_masks` while exporting: one pair of
+        products instead of torchvision's export-only loop over the detections."""
+        if self.training:
+            return result
+        # zip without strict=: TorchScript compiles this method and knows no keyword there.
+        for i, (pred, im_s, o_im_s) in enumerate(
+            zip(result, image_shapes, original_image_sizes)  # noqa: B905
+        ):
+            boxes = resize_boxes(pred["boxes"], im_s, o_im_s)
+            result[i]["boxes"] = boxes
+            if "masks" in pred:
+                if torchvision._is_tracing():
+                    result[i]["masks"] = traced_paste_masks(pred["masks"], boxes, o_im_s)
+                else:
+                    result[i]["masks"] = paste_masks_in_image(pred["masks"], boxes, o_im_s)
+        return result
 
 
 def with_eager_size_transform(model: nn.Module) -> nn.Module:

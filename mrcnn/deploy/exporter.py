@@ -29,6 +29,9 @@ PyTorch (113x106 -> 127x120, not 128x120) and their detections moved. The export
 transform is :class:`mrcnn.deploy.export_transform.EagerSizeTransform`, which computes the size
 in float64 on every path: ONNX Runtime and TorchScript give PyTorch's detections and COCO AP on
 any image size (``tests/deploy/test_exporter.py``).
+
+Speed: the ONNX graph pastes masks and merges the FPN levels with the exportable equivalents of
+:mod:`mrcnn.deploy.export_ops`, not torchvision's export-only loop and scatter.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mrcnn.deploy.export_ops import exportable_poolers
 from mrcnn.deploy.export_transform import with_eager_size_transform
 from mrcnn.deploy.sidecar import FORMATS, ExportError, write_sidecar
 from mrcnn.errors import ConfigError
@@ -166,6 +170,7 @@ def export_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if fmt == "onnx":
+        exportable_poolers(detector)  # the FPN levels merged by a gather, not a scatter
         export_onnx(detector, target, example_image(size["min_size"][-1], example), int(opset))
     else:
         torch.jit.save(torch.jit.script(detector), str(target))
