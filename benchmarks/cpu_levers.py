@@ -8,7 +8,10 @@ alternation (the first step of each block dropped):
 - ``roi_align``: mrcnn's parallel RoIAlign (:mod:`mrcnn.model.roi_align`), NCHW;
 - ``channels_last``: mrcnn's RoIAlign and the weights in channels_last (what
   ``'callbacks=[default,channels_last]'`` does);
-- ``fused``: as ``channels_last`` with ``optimizer.fused=true`` (PyTorch's fused AdamW).
+- ``fused``: as ``channels_last`` with ``optimizer.fused=true`` (PyTorch's fused AdamW);
+- ``compile`` (with ``--compile``): as ``fused`` with the backbone and FPN compiled by
+  ``torch.compile`` (Inductor; the RoI heads stay eager). Its first block, which compiles, is
+  timed apart and printed.
 
 Each runs in float32 and, on a CPU with bf16 hardware, in bf16 autocast (what
 ``trainer.precision=auto`` picks there). A row is a lever's step time / the ``torchvision``
@@ -49,16 +52,27 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         "channels_last": copy.deepcopy(model).to(memory_format=torch.channels_last),
         "fused": copy.deepcopy(model).to(memory_format=torch.channels_last),
     }
+    levers = LEVERS
+    if args.compile:
+        models["compile"] = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        models["compile"].backbone = torch.compile(models["compile"].backbone)
+        levers = (*LEVERS, "compile")
     precisions = ("32", "bf16") if cpu_has_native_bf16() else ("32",)
     rows = []
     for precision in precisions:
         steppers = {
-            name: _stepper(net, batches, cfg.optimizer, name == "fused", precision == "bf16")
+            name: _stepper(
+                net, batches, cfg.optimizer, name in ("fused", "compile"), precision == "bf16"
+            )
             for name, net in models.items()
         }
+        if args.compile:  # its first block compiles: timed apart
+            start = time.perf_counter()
+            steppers["compile"]()
+            print(f"torch.compile ({precision}): first block {time.perf_counter() - start:.0f} s")
         times = alternate(steppers, rounds, warmup=1)
         base = median(times["torchvision"])
-        for lever in LEVERS:
+        for lever in levers:
             rows.append(
                 make_row(
                     "levers",
@@ -109,6 +123,9 @@ def _stepper(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per block (default 6)")
     parser.add_argument("--rounds", type=int, default=4, help="blocks per lever (default 4)")
+    parser.add_argument(
+        "--compile", action="store_true", help="also torch.compile the backbone and FPN"
+    )
 
 
 main = main_for("cpu_levers", __doc__.splitlines()[0], run, add_arguments)

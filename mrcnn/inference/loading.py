@@ -21,16 +21,22 @@ from mrcnn.evaluation.calibration import (
     resolve_score_threshold,
     store_in_checkpoint,
 )
-from mrcnn.inference.core import Inference, TorchBackend
-from mrcnn.inference.exported import OnnxBackend, TorchScriptBackend
+from mrcnn.inference.auto import AutoBackend
+from mrcnn.inference.core import Backend, Inference, TorchBackend, lowest_threshold
+from mrcnn.inference.exported import OnnxBackend, OpenVinoBackend, TorchScriptBackend
 from mrcnn.inference.tta import TTABackend, parse_views
 from mrcnn.model.checkpoint import load_module, read_checkpoint
 from mrcnn.precision import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
-# What `mrcnn export` writes: ONNX (ONNX Runtime) and TorchScript.
+# What `mrcnn export` writes: ONNX (ONNX Runtime or OpenVINO) and TorchScript.
 EXPORTED_SUFFIXES = (".onnx", ".pt")
+# `runtime=`: what runs an exported ONNX model (null: ONNX Runtime); auto: the fastest of them
+# whose detections are ONNX Runtime's, measured on the first images (mrcnn.inference.auto).
+# (`evaluation.backend` is another key: the COCO evaluator.)
+ONNX_RUNTIMES = ("onnxruntime", "openvino")
+RUNTIMES = (*ONNX_RUNTIMES, "auto")
 
 
 def load_inference(
@@ -40,6 +46,7 @@ def load_inference(
     batch_size: int,
     score_threshold: float | str = 0.0,
     mask_threshold: float = 0.5,
+    runtime: str | None = None,
 ) -> tuple[Inference, Categories]:
     """The model in ``model_path`` on ``device`` behind :class:`~mrcnn.inference.Inference`,
     and its classes. Bad settings fail before the model loads.
@@ -47,22 +54,34 @@ def load_inference(
     A checkpoint (any suffix but ``.onnx`` and ``.pt``) rebuilds its model alone; a model from
     ``mrcnn export`` runs in ONNX Runtime (``.onnx``) or TorchScript (``.pt``), its classes read
     from its sidecar ``<model>.json``. ``score_threshold="calibrated"``: the per-class
-    thresholds stored with the model (:mod:`mrcnn.evaluation.calibration`)."""
+    thresholds stored with the model (:mod:`mrcnn.evaluation.calibration`). ``runtime``: what
+    runs an ONNX model (:data:`RUNTIMES`; None: ONNX Runtime)."""
     if score_threshold != CALIBRATED:
         check_threshold(score_threshold)
+    check_runtime(runtime, model_path)
     chosen_device = resolve_device(str(device))
     chosen_precision = resolve_precision(precision, chosen_device.type)
-    if Path(model_path).suffix.lower() in EXPORTED_SUFFIXES:
-        backend, categories = exported_backend(model_path, chosen_device, chosen_precision)
+    suffix = Path(model_path).suffix.lower()
+    if runtime == "auto" and suffix != ".onnx":
+        log.info(
+            "runtime=auto: %s runs in %s, its one runtime (an ONNX export runs in ONNX Runtime "
+            "or OpenVINO).",
+            model_path,
+            "TorchScript" if suffix == ".pt" else "PyTorch",
+        )
+    if suffix in EXPORTED_SUFFIXES:
+        runner, categories = exported_backend(model_path, chosen_device, chosen_precision, runtime)
     else:
         module = load_module(model_path, map_location=chosen_device)
-        backend = TorchBackend(module.model, chosen_device, chosen_precision)
+        runner = TorchBackend(module.model, chosen_device, chosen_precision)
         categories = module.categories
     # Read again only when asked: a checkpoint's file may be large.
     stored = stored_calibration(model_path) if score_threshold == CALIBRATED else None
     threshold = resolve_score_threshold(score_threshold, stored, categories, str(model_path))
+    if isinstance(runner, AutoBackend):  # compare the detections a user keeps
+        runner.min_score = lowest_threshold(threshold)
     inference = Inference(
-        backend,
+        runner,
         batch_size=int(batch_size),
         score_threshold=threshold,
         mask_threshold=float(mask_threshold),
@@ -89,11 +108,28 @@ def store_calibration(model_path: str | Path, calibration: Calibration) -> Path:
     return Path(model_path)
 
 
+def check_runtime(runtime: str | None, model_path: str | Path) -> None:
+    """``runtime=`` names a runtime, and one that can run ``model_path``."""
+    if runtime is None:
+        return
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime={runtime} is none of {', '.join(RUNTIMES)} (or null).")
+    suffix = Path(model_path).suffix.lower()
+    if runtime in ONNX_RUNTIMES and suffix != ".onnx":
+        kind = "TorchScript" if suffix == ".pt" else "PyTorch"
+        raise ConfigError(
+            f"runtime={runtime} runs ONNX models; {model_path} runs in {kind}. Export it "
+            f"(mrcnn export model=FILE.ckpt format=onnx output=model.onnx) and give "
+            "model=model.onnx, or drop runtime=."
+        )
+
+
 def exported_backend(
-    model_path: str | Path, device: torch.device, precision: str
-) -> tuple[OnnxBackend | TorchScriptBackend, Categories]:
-    """A model from ``mrcnn export`` as a back end (``.onnx``: ONNX Runtime on the CPU;
-    ``.pt``: TorchScript on ``device``) and its classes from its sidecar."""
+    model_path: str | Path, device: torch.device, precision: str, runtime: str | None = None
+) -> tuple[Backend, Categories]:
+    """A model from ``mrcnn export`` as a back end (``.onnx``: ONNX Runtime, OpenVINO or the
+    faster of the two as ``runtime`` says, on the CPU; ``.pt``: TorchScript on ``device``) and
+    its classes from its sidecar."""
     info = read_sidecar(model_path)
     if precision != "32-true":
         raise ConfigError(
@@ -101,11 +137,28 @@ def exported_backend(
             "exported; drop precision= (or give the checkpoint, model=FILE.ckpt, to run it in "
             "that precision)."
         )
+    categories = Categories.from_dict(info["categories"])
     if info["format"] != "onnx":
-        return TorchScriptBackend(model_path, device), Categories.from_dict(info["categories"])
+        return TorchScriptBackend(model_path, device), categories
     if device.type != "cpu":
-        log.info("%s runs in ONNX Runtime on the CPU (device=%s unused).", model_path, device)
-    return OnnxBackend(model_path), Categories.from_dict(info["categories"])
+        log.info("%s runs on the CPU (device=%s unused).", model_path, device)
+    builders = {
+        "onnxruntime": lambda: OnnxBackend(model_path),
+        "openvino": lambda: openvino(model_path),
+    }
+    if runtime == "auto":
+        return AutoBackend(builders), categories
+    return builders[runtime or "onnxruntime"](), categories
+
+
+def openvino(model_path: str | Path) -> OpenVinoBackend:
+    """:class:`OpenVinoBackend`, or the install command when OpenVINO is missing."""
+    try:
+        return OpenVinoBackend(model_path)
+    except ImportError:
+        raise ConfigError(
+            "runtime=openvino needs the openvino package: pip install 'mrcnn[deploy]'."
+        ) from None
 
 
 def configured_inference(
@@ -121,7 +174,7 @@ def configured_inference(
         )
     settings = (cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold)
     views = parse_views(cfg.get("tta"))  # a bad view fails before the model loads
-    inference, categories = load_inference(str(source), *settings)
+    inference, categories = load_inference(str(source), *settings, runtime=cfg.get("runtime"))
     if views:
         inference.backend = TTABackend(
             inference.backend,

@@ -4,6 +4,7 @@ export, predict and evaluate commands take the exported model."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -51,12 +52,13 @@ def val_images() -> list[torch.Tensor]:
     return [datamodule.val_set[i][0] for i in range(len(datamodule.val_set))]
 
 
-def detections_of(model_path: Path, images: list[torch.Tensor]) -> list[dict]:
-    """Through the one inference path; the file's suffix picks the back end. One image per
-    call, as the exported models run (in a batch PyTorch pads images to a common size)."""
+def detections_of(model_path: Path, images: list[torch.Tensor], runtime=None) -> list[dict]:
+    """Through the one inference path; the file's suffix picks the back end (``runtime``: what
+    runs an ONNX model). One image per call, as the exported models run (in a batch PyTorch
+    pads images to a common size)."""
     from mrcnn.inference.loading import load_inference
 
-    inference, _ = load_inference(model_path, "cpu", 32, 1, score_threshold=0.0)
+    inference, _ = load_inference(model_path, "cpu", 32, 1, score_threshold=0.0, runtime=runtime)
     return inference(images)
 
 
@@ -97,12 +99,30 @@ def test_the_sidecar_says_how_to_use_the_model(trained, exported):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_exported_model_detects_what_pytorch_detects(fmt, trained, exported, val_images):
+@pytest.mark.parametrize(
+    ("fmt", "runtime"), [("onnx", None), ("onnx", "openvino"), ("torchscript", None)]
+)
+def test_exported_model_detects_what_pytorch_detects(fmt, runtime, trained, exported, val_images):
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
     reference = detections_of(trained, val_images)
-    candidate = detections_of(exported[fmt].output, val_images)
+    candidate = detections_of(exported[fmt].output, val_images, runtime)
     compared = sum(map(assert_same_detections, reference, candidate))
     assert compared >= len(val_images)  # the trained model detects something on every image
+
+
+@pytest.mark.slow
+def test_runtime_auto_picks_a_runtime_that_keeps_parity_and_says_which(
+    trained, exported, val_images, caplog
+):
+    pytest.importorskip("openvino")
+    reference = detections_of(trained, val_images)
+    with caplog.at_level("INFO", logger="mrcnn"):
+        candidate = detections_of(exported["onnx"].output, val_images, "auto")
+    (line,) = [r.getMessage() for r in caplog.records if "runtime=auto" in r.getMessage()]
+    assert line.startswith(("runtime=auto: onnxruntime", "runtime=auto: openvino"))
+    assert "onnxruntime 0." in line and "openvino " in line  # both timed, s per image
+    assert sum(map(assert_same_detections, reference, candidate)) >= len(val_images)
 
 
 @pytest.mark.slow
@@ -179,11 +199,17 @@ def test_export_and_predict_commands(trained, exported, tmp_path):
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     written = {}
-    for name, source in (
+    for name, *source in (
         ("onnx", f"model={out / 'model.onnx'}"),  # as users type it (the key model_path)
         ("ckpt", f"model_path={trained}"),
+        ("auto", f"model={out / 'model.onnx'}", "runtime=auto"),
     ):
-        run_module("mrcnn.predict", source, *common, f"output={tmp_path / name}", cwd=tmp_path)
+        if name == "auto" and importlib.util.find_spec("openvino") is None:
+            continue
+        done = run_module(
+            "mrcnn.predict", *source, *common, f"output={tmp_path / name}", cwd=tmp_path
+        )
+        assert name != "auto" or "runtime=auto: " in done.stdout + done.stderr
         assert {p.name for p in (tmp_path / name).iterdir()} == {
             "0.png",
             "1.png",
@@ -191,7 +217,8 @@ def test_export_and_predict_commands(trained, exported, tmp_path):
             "images.json",
         }
         written[name] = json.loads((tmp_path / name / "predictions.json").read_text())
-    assert len(written["onnx"]) == len(written["ckpt"]) > 0
+    assert len(written["onnx"]) == len(written["ckpt"]) == len(written.get("auto", written["onnx"]))
+    assert written["ckpt"]
     key = lambda r: (r["image_id"], r["category_id"], round(r["score"], 2))  # noqa: E731
     pairs = zip(sorted(written["onnx"], key=key), sorted(written["ckpt"], key=key), strict=True)
     for onnx, ckpt in pairs:
@@ -259,6 +286,10 @@ def test_user_errors_name_the_fix(tmp_path):
     (tmp_path / "model.onnx.json").write_text(json.dumps(sidecar))
     with pytest.raises(ConfigError, match="precision=bf16"):
         run_predict(f"model_path={model}", "precision=bf16")
+    with pytest.raises(ConfigError, match=r"runtime=openvino runs ONNX models.*mrcnn export"):
+        run_predict(f"model_path={tmp_path / 'any.ckpt'}", "runtime=openvino")
+    with pytest.raises(ConfigError, match=r"runtime=tensorrt is none of onnxruntime, openvino"):
+        run_predict(f"model_path={model}", "runtime=tensorrt")
 
 
 def test_export_command_reports_a_bad_format_in_one_line(tmp_path):
