@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from torchvision.ops import MultiScaleRoIAlign, roi_align
-from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
+
+from mrcnn.model.roi_align import pooling_inputs
 
 
 def _axis_weights(start: Tensor, length: Tensor, size: Tensor, mask_size: int) -> Tensor:
@@ -75,12 +76,7 @@ class ExportPooler(MultiScaleRoIAlign):
         boxes: list[Tensor],
         image_shapes: list[tuple[int, int]],
     ) -> Tensor:
-        features = _filter_input(x, self.featmap_names)
-        if self.scales is None or self.map_levels is None:
-            self.scales, self.map_levels = _setup_scales(
-                features, image_shapes, self.canonical_scale, self.canonical_level
-            )
-        rois = _convert_to_roi_format(boxes)
+        features, rois = pooling_inputs(self, x, boxes, image_shapes)
         size, ratio = self.output_size, self.sampling_ratio
         if len(features) == 1:
             return roi_align(features[0], rois, size, self.scales[0], ratio)

@@ -227,11 +227,7 @@ class MultiScaleRoIAlign(TorchvisionMultiScaleRoIAlign):
         features = _filter_input(x, self.featmap_names)
         if features[0].device.type != "cpu" or torchvision._is_tracing():
             return super().forward(x, boxes, image_shapes)
-        if self.scales is None or self.map_levels is None:
-            self.scales, self.map_levels = _setup_scales(
-                features, image_shapes, self.canonical_scale, self.canonical_level
-            )
-        rois = _convert_to_roi_format(boxes)
+        features, rois = pooling_inputs(self, x, boxes, image_shapes)
         size, ratio = self.output_size, self.sampling_ratio
         if len(features) == 1:
             return roi_align(features[0], rois, size, self.scales[0], ratio)
@@ -242,6 +238,22 @@ class MultiScaleRoIAlign(TorchvisionMultiScaleRoIAlign):
             pooled = roi_align(feature, rois[index], size, scale, ratio)
             result = result.index_put((index,), pooled.to(result.dtype))
         return result
+
+
+def pooling_inputs(
+    pooler: TorchvisionMultiScaleRoIAlign,
+    x: dict[str, Tensor],
+    boxes: list[Tensor],
+    image_shapes: list[tuple[int, int]],
+) -> tuple[list[Tensor], Tensor]:
+    """The feature maps a multi-scale pooler pools from and its RoIs [K, 5], with the pooler's
+    scales and level mapper set on first use, as torchvision's ``forward`` sets them."""
+    features = _filter_input(x, pooler.featmap_names)
+    if pooler.scales is None or pooler.map_levels is None:
+        pooler.scales, pooler.map_levels = _setup_scales(
+            features, image_shapes, pooler.canonical_scale, pooler.canonical_level
+        )
+    return features, _convert_to_roi_format(boxes)
 
 
 def torchvision_poolers(model: torch.nn.Module) -> torch.nn.Module:
