@@ -11,7 +11,10 @@ as torch has) and, when the ``openvino`` package is installed, OpenVINO on the s
 (:class:`OpenVinoBackend`, float32), timed in alternating rounds in one process. ONNX Runtime
 keeps PyTorch's detections (boxes within 1 px, scores within 1e-3, mask IoU >= 0.99 on a trained
 model: ``tests/deploy/test_exporter.py``); OpenVINO does not always, so the "fastest back end
-keeping parity" row counts ONNX Runtime only.
+keeping parity" row counts ONNX Runtime only. Also timed: ONNX Runtime on the same model with int8
+convolutions (:mod:`mrcnn.deploy.quantize`, what ``mrcnn export quantize=int8`` writes, calibrated
+here on the timed images): not parity-keeping by design; the AP it costs is measured where the
+model is trained (``mrcnn export quantize=int8`` prints it).
 
 Also reported, without targets: the export time (ONNX against TorchScript's ``torch.jit.script``)
 and the ONNX file's size against the checkpoint's; with ``--profile``, ONNX Runtime's own profile
@@ -32,6 +35,7 @@ import torch
 from benchmarks.common import alternate, main_for, make_row, median, quiet, spread
 from benchmarks.setups import batches_from, compose, mrcnn_module, synthetic_overrides
 from mrcnn.deploy.exporter import DEFAULT_OPSET, export_model
+from mrcnn.deploy.quantize import int8_path, quantize_convolutions
 from mrcnn.inference import Inference, OnnxBackend, TorchBackend
 from mrcnn.inference.exported import OpenVinoBackend
 
@@ -60,11 +64,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         with quiet():
             onnx = export_model(ckpt, "onnx", Path(tmp) / "model.onnx")
             script = export_model(ckpt, "torchscript", Path(tmp) / "model.pt")
+            int8 = int8_path(onnx.output)
+            quantize_convolutions(onnx.output, int8, images)
         from mrcnn.model.checkpoint import load_module
 
         runners = {
             "pytorch": Inference(TorchBackend(load_module(ckpt).model), batch_size=args.batch_size),
             "onnxruntime": Inference(OnnxBackend(onnx.output), batch_size=args.batch_size),
+            "onnxruntime_int8": Inference(OnnxBackend(int8), batch_size=args.batch_size),
         }
         with contextlib.suppress(ImportError):  # not installed: the rows without it
             runners["openvino"] = Inference(
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for name, title, target in (
             ("onnxruntime", "ONNX Runtime / PyTorch eager inference, CPU", 1.4),
             ("openvino", "OpenVINO / PyTorch eager inference, CPU (float32)", None),
+            ("onnxruntime_int8", "ONNX Runtime, int8 convolutions / PyTorch eager, CPU", None),
         ):
             if name in runners:
                 rows.append(

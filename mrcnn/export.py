@@ -1,5 +1,6 @@
 """`mrcnn export model=FILE.ckpt format=onnx output=model.onnx`: a checkpoint as a deployable
-model file (ONNX or TorchScript), and its sidecar ``<output>.json`` saying how to use it.
+model file (ONNX or TorchScript), and its sidecar ``<output>.json`` saying how to use it. With
+``quantize=int8``, also ``model.int8.onnx`` and the AP it costs (:mod:`mrcnn.deploy.quantize`).
 
 ``predict`` and ``evaluate`` take the file as they take a checkpoint (``model=model.onnx``); see
 :mod:`mrcnn.deploy.exporter` for what the exported model takes and returns, and why the
@@ -12,8 +13,10 @@ import hydra
 from omegaconf import DictConfig
 
 from mrcnn.argv import prepare_command_line
+from mrcnn.builders import build_datamodule
 from mrcnn.config import CONFIG_DIR
 from mrcnn.deploy.exporter import export_model
+from mrcnn.deploy.quantize import check_quantize, export_int8
 from mrcnn.errors import ConfigError
 from mrcnn.task import command
 
@@ -27,9 +30,15 @@ def main(cfg: DictConfig) -> None:
             "Give the checkpoint to export: model=outputs/DATE/TIME/checkpoints/last.ckpt (the "
             "config key model_path)."
         )
-    export_model(
+    quantize = cfg.get("quantize")
+    check_quantize(quantize, str(cfg.format))
+    summary = export_model(
         cfg.model_path, str(cfg.format), cfg.get("output"), int(cfg.opset), cfg.get("example")
     )
+    if quantize:
+        datamodule = build_datamodule(cfg)
+        datamodule.setup("fit")
+        export_int8(summary.output, datamodule, int(cfg.calibration_images))
 
 
 def cli() -> None:
