@@ -11,7 +11,10 @@ alternation (the first step of each block dropped):
 - ``fused``: as ``channels_last`` with ``optimizer.fused=true`` (PyTorch's fused AdamW);
 - ``compile`` (with ``--compile``): as ``fused`` with the backbone and FPN compiled by
   ``torch.compile`` (Inductor; the RoI heads stay eager). Its first block, which compiles, is
-  timed apart and printed.
+  timed apart and printed;
+- ``mkldnn_bf16`` (float32 only): as ``fused`` with oneDNN computing float32 convolutions in
+  bf16 (``torch.backends.mkldnn.conv.fp32_precision = "bf16"``), the alternative to autocast:
+  weights, activations and the other ops stay float32.
 
 Each runs in float32 and, on a CPU with bf16 hardware, in bf16 autocast (what
 ``trainer.precision=auto`` picks there). A row is a lever's step time / the ``torchvision``
@@ -66,13 +69,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
             for name, net in models.items()
         }
+        if precision == "32":
+            fused = _stepper(models["fused"], batches, cfg.optimizer, True, False)
+            steppers["mkldnn_bf16"] = _with_bf16_convolutions(fused)
         if args.compile:  # its first block compiles: timed apart
             start = time.perf_counter()
             steppers["compile"]()
             print(f"torch.compile ({precision}): first block {time.perf_counter() - start:.0f} s")
         times = alternate(steppers, rounds, warmup=1)
         base = median(times["torchvision"])
-        for lever in levers:
+        for lever in (*levers, "mkldnn_bf16") if precision == "32" else levers:
             rows.append(
                 make_row(
                     "levers",
@@ -118,6 +124,20 @@ def _stepper(
         return [b - a for a, b in itertools.pairwise(starts)][1:]
 
     return block
+
+
+def _with_bf16_convolutions(block: Callable[[], list[float]]) -> Callable[[], list[float]]:
+    """``block`` run with oneDNN's float32 convolutions computed in bf16, then set back."""
+
+    def run_block() -> list[float]:
+        conv = torch.backends.mkldnn.conv
+        previous, conv.fp32_precision = conv.fp32_precision, "bf16"
+        try:
+            return block()
+        finally:
+            conv.fp32_precision = previous
+
+    return run_block
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -86,11 +86,7 @@ class AutoBackend:
         notes = []
         for name, build in self.candidates.items():
             try:
-                backend = build()
-                backend(images)  # warm-up: the first run allocates and picks kernels
-                start = time.perf_counter()
-                detections = backend(images)
-                timed[name] = time.perf_counter() - start
+                backend, detections, timed[name] = _timed_run(build, images)
             except Exception as error:  # a runtime that cannot run this model: say so, go on
                 if reference is None:
                     raise
@@ -98,18 +94,9 @@ class AutoBackend:
                 continue
             if reference is None:
                 reference = detections
-            else:
-                why = next(
-                    (
-                        f"image {i}: {reason}"
-                        for i, (ref, cand) in enumerate(zip(reference, detections, strict=True))
-                        if (reason := mismatch(ref, cand, self.min_score))
-                    ),
-                    None,
-                )
-                if why:
-                    notes.append(f"{name} left out: its detections differ ({why})")
-                    continue
+            elif why := self._first_mismatch(reference, detections):
+                notes.append(f"{name} left out: its detections differ ({why})")
+                continue
             kept[name] = (backend, detections)
         self.chosen = min(kept, key=timed.__getitem__)
         self.backend, detections = kept[self.chosen]
@@ -123,3 +110,24 @@ class AutoBackend:
             "; " + "; ".join(notes) if notes else "",
         )
         return detections
+
+    def _first_mismatch(
+        self, reference: list[Detections], detections: list[Detections]
+    ) -> str | None:
+        """The first image whose detections differ from the reference's, and how."""
+        for i, (ref, cand) in enumerate(zip(reference, detections, strict=True)):
+            if reason := mismatch(ref, cand, self.min_score):
+                return f"image {i}: {reason}"
+        return None
+
+
+def _timed_run(
+    build: Callable[[], Backend], images: list[Tensor]
+) -> tuple[Backend, list[Detections], float]:
+    """The back end ``build`` makes, its detections of ``images`` and the seconds they took,
+    timed on a second run: the first allocates and picks kernels."""
+    backend = build()
+    backend(images)
+    start = time.perf_counter()
+    detections = backend(images)
+    return backend, detections, time.perf_counter() - start
