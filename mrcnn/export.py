@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
             "config key model_path)."
         )
     quantize = cfg.get("quantize")
-    check_quantize(quantize, str(cfg.format))
+    check_quantize(quantize, str(cfg.format), int(cfg.calibration_images))
     summary = export_model(
         cfg.model_path, str(cfg.format), cfg.get("output"), int(cfg.opset), cfg.get("example")
     )

@@ -41,8 +41,9 @@ _VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 AP_KEYS = ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50")
 
 
-def check_quantize(quantize: str | None, fmt: str) -> None:
-    """Fails on a quantization mrcnn does not build, or one for a format it does not fit."""
+def check_quantize(quantize: str | None, fmt: str, calibration_images: int = 32) -> None:
+    """Fails, before anything is exported, on a quantization mrcnn does not build, one for a
+    format it does not fit, or one without calibration images."""
     if quantize is None:
         return
     if quantize not in QUANTIZATIONS:
@@ -51,6 +52,11 @@ def check_quantize(quantize: str | None, fmt: str) -> None:
         raise ConfigError(
             f"quantize={quantize} needs format=onnx (ONNX Runtime's int8 convolutions), not "
             f"format={fmt}."
+        )
+    if int(calibration_images) < 1:
+        raise ConfigError(
+            f"calibration_images={calibration_images}: quantize=int8 reads the convolutions' "
+            "input ranges from at least one training image (32 is plenty)."
         )
 
 
@@ -188,10 +194,7 @@ def export_int8(model_path: str | Path, datamodule: Any, calibration_images: int
     train_set, val_set = datamodule.train_set, datamodule.val_set
     count = min(int(calibration_images), len(train_set))
     if count < 1:
-        raise ConfigError(
-            f"calibration_images={calibration_images}: quantize=int8 needs at least one "
-            "training image to read the convolutions' input ranges from (32 is plenty)."
-        )
+        raise ConfigError("quantize=int8 calibrates on training images: the data has none.")
     target = int8_path(model_path)
     start = time.perf_counter()
     settings = quantize_convolutions(model_path, target, [train_set[i][0] for i in range(count)])

@@ -10,7 +10,14 @@ import onnx
 import pytest
 
 from mrcnn.config import compose_config
-from mrcnn.deploy.quantize import AP_KEYS, export_int8, int8_path, needs_reduced_range
+from mrcnn.deploy.quantize import (
+    AP_KEYS,
+    check_quantize,
+    export_int8,
+    int8_path,
+    needs_reduced_range,
+)
+from mrcnn.errors import ConfigError
 from tests.tiny import TINY_DATA, assert_one_message, run_command, run_module
 
 
@@ -70,12 +77,23 @@ def test_weights_use_7_bits_only_on_x86_cpus_without_vnni():
     assert not needs_reduced_range("Features\t: fp asimd asimddp\n")  # ARM
 
 
-def test_export_refuses_an_unknown_quantization_and_one_for_torchscript(tmp_path):
+def test_export_refuses_an_unknown_quantization_before_reading_the_checkpoint(tmp_path):
     model = f"model={tmp_path / 'gone.ckpt'}"  # the settings are checked before the file
     done = run_command("mrcnn.export", model, "quantize=int4", cwd=tmp_path)
     assert_one_message(done, "mrcnn export", "quantize=int4", "int8")
-    done = run_command("mrcnn.export", model, "format=torchscript", "quantize=int8", cwd=tmp_path)
-    assert_one_message(done, "mrcnn export", "quantize=int8 needs format=onnx")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (("int8", "torchscript", 32), "quantize=int8 needs format=onnx"),
+        (("int8", "onnx", 0), "calibration_images=0: quantize=int8 reads"),
+    ],
+)
+def test_quantization_settings_that_cannot_work_are_named(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        check_quantize(*settings)
+    check_quantize(None, *settings[1:])  # without quantize, nothing to check
 
 
 @pytest.mark.slow
