@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -31,6 +31,9 @@ from torch.utils.data import Dataset
 from mrcnn.data.categories import Categories
 from mrcnn.errors import ConfigError
 from mrcnn.precision import x86_cpu_flags
+
+if TYPE_CHECKING:
+    from mrcnn.data.datamodule import DetectionDataModule
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +183,9 @@ def format_cost(float32: Scored, int8: Scored, images: int) -> str:
     return "\n".join(lines)
 
 
-def export_int8(model_path: str | Path, datamodule: Any, calibration_images: int) -> Path:
+def export_int8(
+    model_path: str | Path, datamodule: DetectionDataModule, calibration_images: int
+) -> Path:
     """Write ``model.int8.onnx`` and its sidecar beside the float32 ``model_path``: the
     convolutions calibrated on the first ``calibration_images`` training images of
     ``datamodule`` (set up), both models scored on its validation split; print the table."""
