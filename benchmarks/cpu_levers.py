@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             for name, net in models.items()
         }
         if precision == "32":
-            fused = _stepper(models["fused"], batches, cfg.optimizer, True, False)
+            # Its own copy of the fused model: one optimizer per model, as for every lever.
+            bf16_convs = copy.deepcopy(models["fused"])
+            fused = _stepper(bf16_convs, batches, cfg.optimizer, True, False)
             steppers["mkldnn_bf16"] = _with_bf16_convolutions(fused)
         if args.compile:  # its first block compiles: timed apart
             start = time.perf_counter()

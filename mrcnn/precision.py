@@ -53,13 +53,19 @@ def cpu_has_native_bf16() -> bool:
     (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is yes on any AVX512 CPU, emulation
     included, so on x86 Linux the CPU's flags decide; elsewhere oneDNN's answer is used.
     """
-    try:
-        flags = x86_cpu_flags(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        flags = None
+    flags = this_cpu_flags()
     if flags is not None:
         return bool(flags & {"avx512_bf16", "amx_bf16"})
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@cache
+def this_cpu_flags() -> set[str] | None:
+    """This machine's x86 CPU flags, from ``/proc/cpuinfo`` (None: not x86 Linux)."""
+    try:
+        return x86_cpu_flags(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return None
 
 
 def cuda_has_native_bf16() -> bool:

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from mrcnn.data.categories import Categories
 from mrcnn.errors import ConfigError
-from mrcnn.precision import x86_cpu_flags
+from mrcnn.precision import this_cpu_flags, x86_cpu_flags
 
 if TYPE_CHECKING:
     from mrcnn.data.datamodule import DetectionDataModule
@@ -73,12 +73,7 @@ def needs_reduced_range(cpuinfo: str | None = None) -> bool:
     """Whether this CPU (``cpuinfo``: a ``/proc/cpuinfo`` text, default this machine's) is an x86
     one whose 8-bit products can saturate, without VNNI: ONNX Runtime advises 7-bit weights
     there (``reduce_range``), and full 8 bits on ARM and on VNNI CPUs."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = x86_cpu_flags(cpuinfo)
+    flags = this_cpu_flags() if cpuinfo is None else x86_cpu_flags(cpuinfo)
     return flags is not None and not flags & _VNNI_FLAGS
 
 

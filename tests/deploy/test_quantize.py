@@ -104,7 +104,7 @@ def test_int8_costs_little_ap_on_a_trained_model_scored_as_evaluate_scores_it(
     from mrcnn.deploy.exporter import export_model
     from mrcnn.evaluate import evaluate
 
-    data = [o for o in TINY_DATA if o.startswith("data.")] + ["data.val.num_images=16"]
+    data = [*TINY_DATA, "data.val.num_images=16"]
     datamodule = build_datamodule(compose_config(data, config_name="export"))
     datamodule.setup("fit")
     float32 = export_model(trained_checkpoint, "onnx", tmp_path / "model.onnx").output
