@@ -8,6 +8,7 @@ for the other DDP ranks run the same command again.
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 from collections.abc import Sequence
@@ -49,8 +50,24 @@ def usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``mrcnn``: dispatch to a command (see module doc)."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """``mrcnn``: dispatch to a command (see module doc).
+
+    A reader that stops early (``mrcnn train --help | head``) ends the command quietly, as it
+    ends ``ls``, instead of with a BrokenPipeError traceback from flushing standard output.
+    """
+    try:
+        try:
+            dispatch(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            sys.stdout.flush()  # here, not at exit, where the error could not be caught
+    except BrokenPipeError:
+        # What Python's signal docs advise: no more writes to the closed pipe, then exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+def dispatch(args: list[str]) -> None:
+    """Run the command ``args[0]`` with the rest of ``args``, or print the usage or version."""
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         return

@@ -36,6 +36,23 @@ def test_help_lists_every_command_and_version_is_the_installed_one(tmp_path):
     assert done.stdout.strip() == f"mrcnn {metadata.version('mrcnn')}"
 
 
+def test_a_reader_that_stops_early_ends_help_without_a_traceback(tmp_path):
+    # `mrcnn train --help | head -1`: the pipe is closed before the help is written (the
+    # command's imports take seconds), so every write and the final flush meet a closed pipe.
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mrcnn", "train", "--help"],
+        cwd=tmp_path,
+        env=checkout_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child.stdout.close()
+    stderr = child.stderr.read()
+    assert child.wait(timeout=300) == 1
+    assert stderr == "", stderr[-2000:]
+
+
 def test_an_unknown_command_names_the_choices(tmp_path):
     done = mrcnn("trian", cwd=tmp_path)
     assert done.returncode == 2

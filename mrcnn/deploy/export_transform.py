@@ -16,6 +16,13 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 from mrcnn.deploy.export_ops import traced_paste_masks
 
 
+def eager_resized_size(height: int, width: int, min_size: float, max_size: float) -> list[int]:
+    """The ``[height, width]`` eager PyTorch resizes an image to: the short side to
+    ``min_size`` unless the long side would pass ``max_size``, floored, in float64."""
+    scale = min(min_size / float(min(height, width)), max_size / float(max(height, width)))
+    return [math.floor(float(height) * scale), math.floor(float(width) * scale)]
+
+
 @torch.jit.unused
 def _traced_resize_size(image: Tensor, min_size: float, max_size: float) -> list[int]:
     """The resized ``[height, width]`` as graph values (so the ONNX model resizes each image to
@@ -55,9 +62,7 @@ class EagerSizeTransform(GeneralizedRCNNTransform):
         elif torchvision._is_tracing():
             size = _traced_resize_size(image, min_size, max_size)
         else:
-            height, width = image.shape[-2], image.shape[-1]
-            scale = min(min_size / float(min(height, width)), max_size / float(max(height, width)))
-            size = [math.floor(float(height) * scale), math.floor(float(width) * scale)]
+            size = eager_resized_size(image.shape[-2], image.shape[-1], min_size, max_size)
         image = nn.functional.interpolate(
             image[None], size=size, mode="bilinear", align_corners=False
         )[0]

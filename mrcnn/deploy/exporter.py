@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mrcnn.deploy.export_ops import exportable_poolers
+from mrcnn.deploy.export_ops import exportable_nms, exportable_poolers
 from mrcnn.deploy.export_transform import with_eager_size_transform
 from mrcnn.deploy.sidecar import FORMATS, ExportError, write_sidecar
 from mrcnn.errors import ConfigError
@@ -219,7 +219,7 @@ def export_onnx(detector: nn.Module, target: Path, example: Tensor, opset: int) 
         raise ExportError(
             "format=onnx needs the onnx package: pip install 'mrcnn[deploy]'."
         ) from error
-    with torch.no_grad():
+    with torch.no_grad(), exportable_nms():
         torch.onnx.export(
             detector,
             (example,),

@@ -23,7 +23,12 @@ from mrcnn.evaluation.calibration import (
 )
 from mrcnn.inference.auto import AutoBackend
 from mrcnn.inference.core import Backend, Inference, TorchBackend, lowest_threshold
-from mrcnn.inference.exported import OnnxBackend, OpenVinoBackend, TorchScriptBackend
+from mrcnn.inference.exported import (
+    OnnxBackend,
+    OpenVinoBackend,
+    TorchScriptBackend,
+    check_images_in_parallel,
+)
 from mrcnn.inference.tta import TTABackend, parse_views
 from mrcnn.model.checkpoint import load_module, read_checkpoint
 from mrcnn.precision import resolve_device, resolve_precision
@@ -47,6 +52,7 @@ def load_inference(
     score_threshold: float | str = 0.0,
     mask_threshold: float = 0.5,
     runtime: str | None = None,
+    images_in_parallel: int | None = None,
 ) -> tuple[Inference, Categories]:
     """The model in ``model_path`` on ``device`` behind :class:`~mrcnn.inference.Inference`,
     and its classes. Bad settings fail before the model loads.
@@ -55,10 +61,12 @@ def load_inference(
     ``mrcnn export`` runs in ONNX Runtime (``.onnx``) or TorchScript (``.pt``), its classes read
     from its sidecar ``<model>.json``. ``score_threshold="calibrated"``: the per-class
     thresholds stored with the model (:mod:`mrcnn.evaluation.calibration`). ``runtime``: what
-    runs an ONNX model (:data:`RUNTIMES`; None: ONNX Runtime)."""
+    runs an ONNX model (:data:`RUNTIMES`; None: ONNX Runtime), ``images_in_parallel`` how many
+    images it runs at once (None: :data:`~mrcnn.inference.exported.IMAGES_IN_PARALLEL`)."""
     if score_threshold != CALIBRATED:
         check_threshold(score_threshold)
     check_runtime(runtime, model_path)
+    check_images_in_parallel(images_in_parallel)
     chosen_device = resolve_device(str(device))
     chosen_precision = resolve_precision(precision, chosen_device.type)
     suffix = Path(model_path).suffix.lower()
@@ -70,7 +78,9 @@ def load_inference(
             "TorchScript" if suffix == ".pt" else "PyTorch",
         )
     if suffix in EXPORTED_SUFFIXES:
-        runner, categories = exported_backend(model_path, chosen_device, chosen_precision, runtime)
+        runner, categories = exported_backend(
+            model_path, chosen_device, chosen_precision, runtime, images_in_parallel
+        )
     else:
         module = load_module(model_path, map_location=chosen_device)
         runner = TorchBackend(module.model, chosen_device, chosen_precision)
@@ -125,11 +135,15 @@ def check_runtime(runtime: str | None, model_path: str | Path) -> None:
 
 
 def exported_backend(
-    model_path: str | Path, device: torch.device, precision: str, runtime: str | None = None
+    model_path: str | Path,
+    device: torch.device,
+    precision: str,
+    runtime: str | None = None,
+    images_in_parallel: int | None = None,
 ) -> tuple[Backend, Categories]:
     """A model from ``mrcnn export`` as a back end (``.onnx``: ONNX Runtime, OpenVINO or the
-    faster of the two as ``runtime`` says, on the CPU; ``.pt``: TorchScript on ``device``) and
-    its classes from its sidecar."""
+    faster of the two as ``runtime`` says, on the CPU, ``images_in_parallel`` images at once;
+    ``.pt``: TorchScript on ``device``) and its classes from its sidecar."""
     info = read_sidecar(model_path)
     if precision != "32-true":
         raise ConfigError(
@@ -143,18 +157,18 @@ def exported_backend(
     if device.type != "cpu":
         log.info("%s runs on the CPU (device=%s unused).", model_path, device)
     builders = {
-        "onnxruntime": lambda: OnnxBackend(model_path),
-        "openvino": lambda: openvino(model_path),
+        "onnxruntime": lambda: OnnxBackend(model_path, images_in_parallel=images_in_parallel),
+        "openvino": lambda: openvino(model_path, images_in_parallel),
     }
     if runtime == "auto":
         return AutoBackend(builders), categories
     return builders[runtime or "onnxruntime"](), categories
 
 
-def openvino(model_path: str | Path) -> OpenVinoBackend:
+def openvino(model_path: str | Path, images_in_parallel: int | None = None) -> OpenVinoBackend:
     """:class:`OpenVinoBackend`, or the install command when OpenVINO is missing."""
     try:
-        return OpenVinoBackend(model_path)
+        return OpenVinoBackend(model_path, images_in_parallel=images_in_parallel)
     except ImportError:
         raise ConfigError(
             "runtime=openvino needs the openvino package: pip install 'mrcnn[deploy]'."
@@ -174,7 +188,12 @@ def configured_inference(
         )
     settings = (cfg.device, cfg.precision, cfg.batch_size, score_threshold, mask_threshold)
     views = parse_views(cfg.get("tta"))  # a bad view fails before the model loads
-    inference, categories = load_inference(str(source), *settings, runtime=cfg.get("runtime"))
+    inference, categories = load_inference(
+        str(source),
+        *settings,
+        runtime=cfg.get("runtime"),
+        images_in_parallel=cfg.get("images_in_parallel"),
+    )
     if views:
         inference.backend = TTABackend(
             inference.backend,

@@ -112,20 +112,17 @@ def test_exported_model_detects_what_pytorch_detects(fmt, trained, exported, val
 
 
 @pytest.mark.slow
-def test_openvino_finds_pytorchs_best_detections_but_not_always_exactly(
-    trained, exported, val_images
-):
-    """OpenVINO runs the ONNX file and finds each image's five best detections (same class,
-    box IoU >= 0.8), but it is no parity-keeping runtime: on one of these images its scores
-    differ by up to 0.03 and a box by 3 px (measured 2026-12-06)."""
+def test_openvino_detects_what_pytorch_detects(trained, exported, val_images):
+    """On every image size: the graph's resize arithmetic, float64, gives 126x127 for 96x97 and
+    125x128 for 96x98 in float32, which OpenVINO runs it in, not eager's 126x128 and 125x127
+    (OpenVinoBackend feeds the size instead); a blank image has no detections, where
+    torchvision's batched NMS gave OpenVINO a bogus one."""
     pytest.importorskip("openvino")
-    reference = detections_of(trained, val_images)
-    candidate = detections_of(exported["onnx"].output, val_images, "openvino")
-    for ref, cand in zip(reference, candidate, strict=True):
-        assert len(cand["scores"]) == len(ref["scores"])
-        overlap = box_iou(ref["boxes"][:5], cand["boxes"])
-        overlap[ref["labels"][:5, None] != cand["labels"][None, :]] = -1
-        assert (overlap.max(dim=1).values >= 0.8).all()
+    images = [*val_images, torch.rand(3, 96, 97), torch.rand(3, 96, 98), torch.zeros(3, 100, 119)]
+    reference = detections_of(trained, images)
+    candidate = detections_of(exported["onnx"].output, images, "openvino", batch_size=4)
+    assert sum(map(assert_same_detections, reference, candidate)) >= len(val_images)
+    assert [c["masks"].shape[-2:] for c in candidate] == [i.shape[-2:] for i in images]
 
 
 @pytest.mark.slow
@@ -308,6 +305,8 @@ def test_user_errors_name_the_fix(tmp_path):
         run_predict(f"model_path={tmp_path / 'any.ckpt'}", "runtime=openvino")
     with pytest.raises(ConfigError, match=r"runtime=tensorrt is none of onnxruntime, openvino"):
         run_predict(f"model_path={model}", "runtime=tensorrt")
+    with pytest.raises(ConfigError, match=r"images_in_parallel=0: .* 1 or more"):
+        run_predict(f"model_path={tmp_path / 'any.ckpt'}", "images_in_parallel=0")
 
 
 def test_export_command_reports_a_bad_format_in_one_line(tmp_path):
