@@ -28,6 +28,9 @@ def test_every_figure_has_help_and_the_shared_interface(name, capsys):
     assert "--quick" in usage and "--threads" in usage and "--json" in usage
 
 
+# slow: 27 s alone (the validation and evaluation figures, --quick); the default suite stays
+# under 15 min
+@pytest.mark.slow
 def test_quick_run_writes_well_formed_rows(tmp_path, data_dir):
     out = tmp_path / "latest.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MRCNN_DATA_DIR": str(data_dir)}

@@ -141,6 +141,8 @@ def check_wandb_run(run_dir: Path) -> None:
     assert {row[0] for row in saved["data"]} == CLASSES
 
 
+# slow: 26 s alone (two training jobs); the default suite stays under 15 min
+@pytest.mark.slow
 def test_each_multirun_job_gets_its_own_wandb_run(tmp_path):
     # Hydra's basic launcher runs the jobs in one process: the second job must not log into
     # the first one's W&B run (mrcnn.loggers.finishing_runs).

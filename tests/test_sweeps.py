@@ -488,6 +488,8 @@ def test_slurm_job_parameters_are_shown_before_submitting(tmp_path):
     assert values._target_.endswith("SlurmLauncher")
 
 
+# slow: 22 s alone (a submitit job process); the default suite stays under 15 min
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_training_job(tmp_path):
     run_train("-m", "hydra/launcher=submitit_local", *FASTEST, "hydra.sweep.dir=jobs", cwd=tmp_path)
     (job,) = job_dirs(tmp_path / "jobs")
