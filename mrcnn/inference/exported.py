@@ -165,7 +165,7 @@ class OpenVinoBackend:
 def feed_resized_size(model: Any) -> bool:
     """Make the size an OpenVINO ``model`` (from ``mrcnn export``) resizes its image to an input
     of the model, the second, instead of a value the graph computes; False where the graph has
-    no such size (it resizes to a fixed size, or by scales).
+    no such size (no resize, one to a fixed size, or one by scales).
 
     Why: the graph computes the size in float64, as eager PyTorch does, and OpenVINO's CPU runs
     float64 arithmetic in float32, which puts one side a pixel off for some image sizes; those
@@ -174,12 +174,11 @@ def feed_resized_size(model: Any) -> bool:
     """
     import openvino
 
-    resize = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Interpolate")
-    sizes = resize.input(1).get_source_output()
-    computed_sizes = resize.get_attributes()["shape_calculation_mode"] == "sizes" and (
-        sizes.get_node().get_type_name() != "Constant"
-    )
-    if not computed_sizes:
+    ops = model.get_ordered_ops()
+    resize = next((op for op in ops if op.get_type_name() == "Interpolate"), None)
+    if resize is None or resize.get_attributes()["shape_calculation_mode"] != "sizes":
+        return False
+    if resize.input(1).get_source_output().get_node().get_type_name() == "Constant":
         return False
     size = openvino.opset13.parameter([4], openvino.Type.i64, name="resized_size")
     resize.input(1).replace_source_output(size.output(0))
