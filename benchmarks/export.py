@@ -20,7 +20,8 @@ model is trained (``mrcnn export quantize=int8`` prints it).
 
 Also reported, without targets: the export time (ONNX against TorchScript's ``torch.jit.script``)
 and the ONNX file's size against the checkpoint's; with ``--profile``, ONNX Runtime's own profile
-of one pass: each operator type's share of the kernel time.
+of one pass (each operator type's share of the kernel time) and OpenVINO's (each part of the
+model's and each layer type's share of the layer time).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from benchmarks.setups import batches_from, compose, mrcnn_module, synthetic_ove
 from mrcnn.deploy.exporter import DEFAULT_OPSET, export_model
 from mrcnn.deploy.quantize import int8_path, quantize_convolutions
 from mrcnn.inference import Inference, OnnxBackend, TorchBackend
-from mrcnn.inference.exported import OpenVinoBackend
+from mrcnn.inference.exported import OpenVinoBackend, feed_resized_size
 
 
 def write_checkpoint(path: Path, tmp: str, quick: bool, images: int) -> list[torch.Tensor]:
@@ -150,6 +151,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
         if args.profile:
             print(onnx_profile(onnx.output, images))
+            if "openvino" in runners:
+                print(openvino_profile(onnx.output, images))
     return rows
 
 
@@ -179,12 +182,67 @@ def onnx_profile(model: Path, images: list[torch.Tensor]) -> str:
     return "\n".join(lines)
 
 
+# Parts of the model, by the ONNX node names OpenVINO keeps (first match wins).
+MODEL_PARTS = (
+    ("/model/backbone/body/", "backbone (ResNet)"),
+    ("/model/backbone/fpn/", "FPN"),
+    ("/model/rpn/", "RPN"),
+    ("/model/roi_heads/box_", "box head (RoIAlign, fc6, fc7, predictor)"),
+    ("/model/roi_heads/mask_", "mask head (RoIAlign, 4 convolutions, predictor)"),
+    ("ConvolutionBackpropData", "mask head (RoIAlign, 4 convolutions, predictor)"),
+)
+ARITHMETIC = ("Convolution", "ConvolutionBackpropData", "FullyConnected", "MatMul")
+
+
+def openvino_profile(model: Path, images: list[torch.Tensor]) -> str:
+    """OpenVINO's own per-layer profile (``PERF_COUNT``) of one pass over ``images``, one
+    stream on all the threads: time per part of the model and per layer type, and the share of
+    convolutions and matrix products (what no runtime change can shrink in float32)."""
+    import openvino
+
+    backend = OpenVinoBackend(model, images_in_parallel=1)  # its inputs(): the size fed
+    core = openvino.Core()
+    graph = core.read_model(str(model))
+    feed_resized_size(graph)
+    config = {
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "INFERENCE_PRECISION_HINT": "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "PERF_COUNT": True,
+    }
+    request = core.compile_model(graph, "CPU", config).create_infer_request()
+    request.infer(backend.inputs(images[0]))  # the first run sets itself up: not counted
+    by_part: dict[str, float] = {}
+    by_type: dict[str, float] = {}
+    for image in images:
+        request.infer(backend.inputs(image))
+        for layer in request.profiling_info:
+            seconds = layer.real_time.total_seconds()
+            part = next((p for key, p in MODEL_PARTS if key in layer.node_name), "the rest")
+            by_part[part] = by_part.get(part, 0.0) + seconds
+            by_type[layer.node_type] = by_type.get(layer.node_type, 0.0) + seconds
+    total = sum(by_type.values())
+    arithmetic = sum(by_type.get(name, 0.0) for name in ARITHMETIC)
+    lines = [f"OpenVINO profile, {len(images)} images: {total:.3f} s of layer time", "  by part:"]
+    lines += [f"    {part:<50} {100 * t / total:5.1f} %" for part, t in _ranked(by_part)]
+    lines.append("  by layer type:")
+    lines += [f"    {kind:<50} {100 * t / total:5.1f} %" for kind, t in _ranked(by_type)[:8]]
+    lines.append(f"  convolutions and matrix products: {100 * arithmetic / total:.1f} %")
+    return "\n".join(lines)
+
+
+def _ranked(times: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(times.items(), key=lambda item: -item[1])
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=16, help="images per pass (default 16)")
     parser.add_argument("--rounds", type=int, default=3, help="passes per side (default 3)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per call (default 4)")
     parser.add_argument(
-        "--profile", action="store_true", help="print ONNX Runtime's profile of one pass"
+        "--profile",
+        action="store_true",
+        help="print ONNX Runtime's and OpenVINO's own profiles of one pass",
     )
 
 

@@ -122,6 +122,77 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
             }
         ),
     ),
+    "r18_light64_roi32_fresh_mask4_1500": (
+        "the default recipe in 1500 steps on 6,000 generated images: half the time",
+        _overrides(
+            {
+                **R18_LIGHT,
+                **LIGHT64,
+                "model.detector.mask_head_convs": 4,
+                "trainer.max_steps": 1500,
+                "data.train.num_images": 6000,
+            }
+        ),
+    ),
+    "r18_light64_roi32_fresh_mask4_1500_lr2x": (
+        "the default recipe in 1500 steps with twice the learning rate (AdamW 0.008 per 16 images)",
+        _overrides(
+            {
+                **R18_LIGHT,
+                **LIGHT64,
+                "model.detector.mask_head_convs": 4,
+                "trainer.max_steps": 1500,
+                "data.train.num_images": 6000,
+                "optimizer.lr": 0.008,
+            }
+        ),
+    ),
+    "r18_light64_roi32_fresh_mask4_1500_lr4x": (
+        "the default recipe in 1500 steps with four times the learning rate (AdamW 0.016 per 16 "
+        "images)",
+        _overrides(
+            {
+                **R18_LIGHT,
+                **LIGHT64,
+                "model.detector.mask_head_convs": 4,
+                "trainer.max_steps": 1500,
+                "data.train.num_images": 6000,
+                "optimizer.lr": 0.016,
+            }
+        ),
+    ),
+    "r18_light64_roi32_fresh_mask4_2000_lr2x": (
+        "the default recipe in 2000 steps on 8,000 generated images with twice the learning rate "
+        "(AdamW 0.008 per 16 images)",
+        _overrides(
+            {
+                **R18_LIGHT,
+                **LIGHT64,
+                "model.detector.mask_head_convs": 4,
+                "trainer.max_steps": 2000,
+                "data.train.num_images": 8000,
+                "optimizer.lr": 0.008,
+            }
+        ),
+    ),
+    "r18_light64_roi32_fresh_mask4_1500_ema": (
+        "the default recipe in 1500 steps, validated on an average of the weights (EMA, decay "
+        "0.995, from the end of the warm-up)",
+        [
+            *_overrides(
+                {
+                    **R18_LIGHT,
+                    **LIGHT64,
+                    "model.detector.mask_head_convs": 4,
+                    "trainer.max_steps": 1500,
+                    "data.train.num_images": 6000,
+                }
+            ),
+            "callbacks=[default,ema]",
+            "callbacks.ema.decay=0.995",
+            "callbacks.ema.update_starting_at_step=75",
+        ],
+    ),
 }
 
 

@@ -96,6 +96,24 @@ def test_learning_curves_plot_and_table_show_every_saved_candidate(tmp_path):
         assert image.format == "PNG" and image.width > 600 and image.height > 300
 
 
+def test_openvino_profile_splits_the_time_by_part_of_the_model(tiny_checkpoint, tmp_path):
+    pytest.importorskip("openvino")
+    from benchmarks.export import openvino_profile
+    from mrcnn.deploy.exporter import export_model
+
+    model = export_model(tiny_checkpoint, "onnx", tmp_path / "model.onnx").output
+    report = openvino_profile(model, [torch.rand(3, 60, 80), torch.rand(3, 64, 64)])
+    lines = report.splitlines()
+    assert lines[0].startswith("OpenVINO profile, 2 images:")
+    by_part = lines[lines.index("  by part:") + 1 : lines.index("  by layer type:")]
+    shares = {line[:54].strip(): float(line.split()[-2]) for line in by_part}
+    assert {"backbone (ResNet)", "FPN", "RPN"} <= set(shares)
+    assert any(part.startswith("mask head") for part in shares)
+    assert sum(shares.values()) == pytest.approx(100, abs=0.5)
+    assert lines[-1].startswith("  convolutions and matrix products: ")
+    assert 0 < float(lines[-1].split()[-2]) <= 100
+
+
 @pytest.mark.slow  # every section of the GPU script, 64 px, on the CPU: 8-14 minutes (busy 2 cores)
 def test_gpu_script_runs_tiny_on_the_cpu_with_every_section_and_check(tmp_path):
     out, work = tmp_path / "gpu.json", tmp_path / "work"

@@ -4,14 +4,17 @@ and the AP it costs, printed and kept in its sidecar (mrcnn/deploy/quantize.py).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import onnx
 import pytest
+import torch
 
 from mrcnn.config import compose_config
 from mrcnn.deploy.quantize import (
     AP_KEYS,
+    ap_of,
     check_quantize,
     export_int8,
     int8_path,
@@ -121,3 +124,34 @@ def test_int8_costs_little_ap_on_a_trained_model_scored_as_evaluate_scores_it(
         )
     )
     assert {key: metrics[key] for key in AP_KEYS} == pytest.approx(ap["int8"], abs=1e-9)
+
+
+class SlowToRead(torch.utils.data.Dataset):
+    """A data set whose every item takes ``delay`` seconds to read, like images on a slow disk."""
+
+    def __init__(self, dataset, delay: float) -> None:
+        self.dataset, self.delay = dataset, delay
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        time.sleep(self.delay)
+        return self.dataset[index]
+
+
+def test_the_printed_speed_is_the_models_not_the_reading(tiny_checkpoint, tmp_path):
+    from mrcnn.builders import build_datamodule
+    from mrcnn.deploy.exporter import export_model
+    from mrcnn.evaluation.ground_truth import ground_truth_for
+
+    datamodule = build_datamodule(compose_config(TINY_DATA, config_name="export"))
+    datamodule.setup("validate")
+    categories = datamodule.categories
+    slow = SlowToRead(datamodule.val_set, delay=1.0)
+    model = export_model(tiny_checkpoint, "onnx", tmp_path / "model.onnx").output
+    start = time.perf_counter()
+    scored = ap_of(model, slow, categories, ground_truth_for(datamodule.val_set, categories))
+    whole_pass = time.perf_counter() - start
+    assert whole_pass > len(slow)  # every image was read, slowly
+    assert 0 < scored.seconds < 1.0  # the model's own time, without the reading
