@@ -182,14 +182,16 @@ def onnx_profile(model: Path, images: list[torch.Tensor]) -> str:
     return "\n".join(lines)
 
 
-# Parts of the model, by the ONNX node names OpenVINO keeps (first match wins).
+# Parts of the model, by the ONNX node names OpenVINO keeps (first match wins). OpenVINO
+# renames the mask predictor's transposed convolution when it fuses it
+# ("ConvolutionBackpropData_<n>"); the model has no other.
 MODEL_PARTS = (
     ("/model/backbone/body/", "backbone (ResNet)"),
     ("/model/backbone/fpn/", "FPN"),
     ("/model/rpn/", "RPN"),
-    ("/model/roi_heads/box_", "box head (RoIAlign, fc6, fc7, predictor)"),
-    ("/model/roi_heads/mask_", "mask head (RoIAlign, 4 convolutions, predictor)"),
-    ("ConvolutionBackpropData", "mask head (RoIAlign, 4 convolutions, predictor)"),
+    ("/model/roi_heads/box_", "box head (RoIAlign, fully connected layers, predictor)"),
+    ("/model/roi_heads/mask_", "mask head (RoIAlign, convolutions, predictor)"),
+    ("ConvolutionBackpropData", "mask head (RoIAlign, convolutions, predictor)"),
 )
 ARITHMETIC = ("Convolution", "ConvolutionBackpropData", "FullyConnected", "MatMul")
 
@@ -224,9 +226,9 @@ def openvino_profile(model: Path, images: list[torch.Tensor]) -> str:
     total = sum(by_type.values())
     arithmetic = sum(by_type.get(name, 0.0) for name in ARITHMETIC)
     lines = [f"OpenVINO profile, {len(images)} images: {total:.3f} s of layer time", "  by part:"]
-    lines += [f"    {part:<50} {100 * t / total:5.1f} %" for part, t in _ranked(by_part)]
+    lines += [f"    {part:<56} {100 * t / total:5.1f} %" for part, t in _ranked(by_part)]
     lines.append("  by layer type:")
-    lines += [f"    {kind:<50} {100 * t / total:5.1f} %" for kind, t in _ranked(by_type)[:8]]
+    lines += [f"    {kind:<56} {100 * t / total:5.1f} %" for kind, t in _ranked(by_type)[:8]]
     lines.append(f"  convolutions and matrix products: {100 * arithmetic / total:.1f} %")
     return "\n".join(lines)
 
