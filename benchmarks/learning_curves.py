@@ -56,6 +56,21 @@ def _overrides(settings: dict[str, object]) -> list[str]:
     return [f"{key}={value}" for key, value in settings.items()]
 
 
+def _default_recipe_in(steps: int, settings: dict[str, object] | None = None) -> list[str]:
+    """The default recipe (``r18_light64_roi32_fresh_mask4``) ending at ``steps``, on as many
+    generated images as it sees (batch 4: each seen once), with ``settings`` changed."""
+    return _overrides(
+        {
+            **R18_LIGHT,
+            **LIGHT64,
+            "model.detector.mask_head_convs": 4,
+            "trainer.max_steps": steps,
+            "data.train.num_images": 4 * steps,
+            **(settings or {}),
+        }
+    )
+
+
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "r50_small_sgd": (
         "the earlier default: R50 FPN, 64-channel heads without norm (model=small), SGD 0.08/16 "
@@ -124,70 +139,27 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     ),
     "r18_light64_roi32_fresh_mask4_1500": (
         "the default recipe in 1500 steps on 6,000 generated images: half the time",
-        _overrides(
-            {
-                **R18_LIGHT,
-                **LIGHT64,
-                "model.detector.mask_head_convs": 4,
-                "trainer.max_steps": 1500,
-                "data.train.num_images": 6000,
-            }
-        ),
+        _default_recipe_in(1500),
     ),
     "r18_light64_roi32_fresh_mask4_1500_lr2x": (
         "the default recipe in 1500 steps with twice the learning rate (AdamW 0.008 per 16 images)",
-        _overrides(
-            {
-                **R18_LIGHT,
-                **LIGHT64,
-                "model.detector.mask_head_convs": 4,
-                "trainer.max_steps": 1500,
-                "data.train.num_images": 6000,
-                "optimizer.lr": 0.008,
-            }
-        ),
+        _default_recipe_in(1500, {"optimizer.lr": 0.008}),
     ),
     "r18_light64_roi32_fresh_mask4_1500_lr4x": (
         "the default recipe in 1500 steps with four times the learning rate (AdamW 0.016 per 16 "
         "images)",
-        _overrides(
-            {
-                **R18_LIGHT,
-                **LIGHT64,
-                "model.detector.mask_head_convs": 4,
-                "trainer.max_steps": 1500,
-                "data.train.num_images": 6000,
-                "optimizer.lr": 0.016,
-            }
-        ),
+        _default_recipe_in(1500, {"optimizer.lr": 0.016}),
     ),
     "r18_light64_roi32_fresh_mask4_2000_lr2x": (
         "the default recipe in 2000 steps on 8,000 generated images with twice the learning rate "
         "(AdamW 0.008 per 16 images)",
-        _overrides(
-            {
-                **R18_LIGHT,
-                **LIGHT64,
-                "model.detector.mask_head_convs": 4,
-                "trainer.max_steps": 2000,
-                "data.train.num_images": 8000,
-                "optimizer.lr": 0.008,
-            }
-        ),
+        _default_recipe_in(2000, {"optimizer.lr": 0.008}),
     ),
     "r18_light64_roi32_fresh_mask4_1500_ema": (
         "the default recipe in 1500 steps, validated on an average of the weights (EMA, decay "
         "0.995, from the end of the warm-up)",
         [
-            *_overrides(
-                {
-                    **R18_LIGHT,
-                    **LIGHT64,
-                    "model.detector.mask_head_convs": 4,
-                    "trainer.max_steps": 1500,
-                    "data.train.num_images": 6000,
-                }
-            ),
+            *_default_recipe_in(1500),
             "callbacks=[default,ema]",
             "callbacks.ema.decay=0.995",
             "callbacks.ema.update_starting_at_step=75",
