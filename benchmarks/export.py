@@ -40,7 +40,7 @@ from benchmarks.setups import batches_from, compose, mrcnn_module, synthetic_ove
 from mrcnn.deploy.exporter import DEFAULT_OPSET, export_model
 from mrcnn.deploy.quantize import int8_path, quantize_convolutions
 from mrcnn.inference import Inference, OnnxBackend, TorchBackend
-from mrcnn.inference.exported import OpenVinoBackend, feed_resized_size
+from mrcnn.inference.exported import OpenVinoBackend
 
 
 def write_checkpoint(path: Path, tmp: str, quick: bool, images: int) -> list[torch.Tensor]:
@@ -200,25 +200,13 @@ def openvino_profile(model: Path, images: list[torch.Tensor]) -> str:
     """OpenVINO's own per-layer profile (``PERF_COUNT``) of one pass over ``images``, one
     stream on all the threads: time per part of the model and per layer type, and the share of
     convolutions and matrix products (what no runtime change can shrink in float32)."""
-    import openvino
-
-    backend = OpenVinoBackend(model, images_in_parallel=1)  # its inputs(): the size fed
-    core = openvino.Core()
-    graph = core.read_model(str(model))
-    feed_resized_size(graph)
-    config = {
-        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-        "INFERENCE_PRECISION_HINT": "f32",
-        "PERFORMANCE_HINT": "LATENCY",
-        "PERF_COUNT": True,
-    }
-    request = core.compile_model(graph, "CPU", config).create_infer_request()
-    request.infer(backend.inputs(images[0]))  # the first run sets itself up: not counted
+    backend = OpenVinoBackend(model, images_in_parallel=1, properties={"PERF_COUNT": True})
+    backend(images[:1])  # the first run sets itself up: not counted
     by_part: dict[str, float] = {}
     by_type: dict[str, float] = {}
     for image in images:
-        request.infer(backend.inputs(image))
-        for layer in request.profiling_info:
+        backend([image])
+        for layer in backend.requests[0].profiling_info:
             seconds = layer.real_time.total_seconds()
             part = next((p for key, p in MODEL_PARTS if key in layer.node_name), "the rest")
             by_part[part] = by_part.get(part, 0.0) + seconds

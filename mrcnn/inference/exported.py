@@ -105,7 +105,8 @@ class OpenVinoBackend:
     threads and the weights (None: :data:`IMAGES_IN_PARALLEL`). ``precision``: OpenVINO's
     ``INFERENCE_PRECISION_HINT``; ``f32`` (default) keeps the parity with PyTorch that the
     export guarantees, ``bf16`` lets a CPU with bf16 hardware (AMX, AVX512-BF16) run the
-    convolutions in bf16 (OpenVINO's own default there).
+    convolutions in bf16 (OpenVINO's own default there). ``properties``: further OpenVINO
+    properties for compiling, e.g. ``{"PERF_COUNT": True}`` for per-layer times.
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class OpenVinoBackend:
         threads: int | None = None,
         precision: str = "f32",
         images_in_parallel: int | None = None,
+        properties: dict[str, Any] | None = None,
     ) -> None:
         import openvino
 
@@ -127,6 +129,7 @@ class OpenVinoBackend:
             "INFERENCE_PRECISION_HINT": precision,
             "PERFORMANCE_HINT": "THROUGHPUT" if streams > 1 else "LATENCY",
             "NUM_STREAMS": streams,
+            **(properties or {}),
         }
         self.compiled = core.compile_model(model, "CPU", config)
         self.outputs = [self.compiled.output(name) for name in EXPORTED_OUTPUTS]
